@@ -1,0 +1,55 @@
+"""A temporary registry + recipes folder holding the toy components."""
+from pathlib import Path
+
+import pytest
+
+from zoo.core import registry
+
+HERE = Path(__file__).resolve().parent
+
+TOY_REGISTRY = """
+components:
+  system:
+    toy_linear: {import: "toy_components:ToyLinear", summary: "toy logistic regression"}
+  datamodule:
+    toy_blobs: {import: "toy_components:ToyBlobs", summary: "toy blobs"}
+checkpoints:
+  toy-ckpt: {component: system/toy_linear, source: "place the file here", file: model.safetensors,
+             sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+             licence: "test only", recipe: toy/base, metrics: {}}
+"""
+
+TOY_BASE = """\
+# toy base recipe
+seed: 0
+system: {name: toy_linear, in_dim: 8, lr: 0.1}
+data: {name: toy_blobs, n: 128, batch_size: 16}
+trainer: {accelerator: cpu, devices: 1, max_epochs: 2, enable_progress_bar: false, log_every_n_steps: 1,
+          num_sanity_val_steps: 0}
+logger: {name: none}
+checkpoint: {monitor: val/f1, mode: max}
+"""
+
+TOY_CHILD = """\
+extends: [toy/base]
+system: {lr: 0.05}
+trainer: {max_epochs: 3}
+"""
+
+
+@pytest.fixture
+def toy_env(tmp_path, monkeypatch):
+    """ZOO_REGISTRY / ZOO_RECIPES pointing at toy files; returns the recipes dir."""
+    monkeypatch.syspath_prepend(str(HERE))
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(TOY_REGISTRY)
+    rec = tmp_path / "recipes" / "toy"
+    rec.mkdir(parents=True)
+    (rec / "base.yaml").write_text(TOY_BASE)
+    (rec / "child.yaml").write_text(TOY_CHILD)
+    monkeypatch.setenv("ZOO_REGISTRY", str(reg))
+    monkeypatch.setenv("ZOO_RECIPES", str(tmp_path / "recipes"))
+    monkeypatch.chdir(tmp_path)
+    registry.index(reload=True)
+    yield tmp_path / "recipes"
+    registry._INDEX_CACHE.clear()
