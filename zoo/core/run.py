@@ -73,18 +73,24 @@ class ZooStateCallback(Callback):
             "recipe_name": getattr(self.recipe, "name", None),
             "wandb_id": self.wandb_id,
         }
+        # Plain tensors, ints and lists only, so the checkpoint loads with torch.load(weights_only=True).
+        np_state = np.random.get_state()
+        py_state = random.getstate()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                      int(np_state[3]), float(np_state[4])],
+            "python": [py_state[0], list(py_state[1]), py_state[2]],
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: D102
         rng = checkpoint.get("rng_states")
         if rng:
             torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
 
 
 # --------------------------------------------------------------------------- run dir + resume
@@ -167,9 +173,10 @@ def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None):
     if wandb_id is None and id_file.is_file():
         wandb_id = id_file.read_text().strip()
     if wandb_id is None:
-        import wandb.util
+        import secrets
+        import string
 
-        wandb_id = wandb.util.generate_id()
+        wandb_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     if is_global_zero():
         write_text_atomic(id_file, wandb_id)
     os.environ.setdefault("WANDB_SILENT", "true")
