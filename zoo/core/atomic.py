@@ -1,0 +1,101 @@
+"""Atomic file writes and file hashing.
+
+A reader (another rank, a crashed run resumed later, ``tools/zoo.py verify``) must
+never see a half-written checkpoint or config: everything is written to a
+temporary file in the destination directory, flushed to disk, then moved over
+the target with ``os.replace`` (atomic on POSIX and Windows within one
+filesystem). Dependency-free on purpose: ``zoo.core`` imports nothing else.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "sha256_file"]
+
+_CHUNK = 1 << 20
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself lives in the directory entry; without this a power cut
+    # can lose the replace even though the file data reached the disk.
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on normal exit it is fsynced and moved onto ``path``.
+
+    For writers that want a file name rather than a file object (e.g.
+    ``safetensors.torch.save_file``). If the block raises, the temporary file is
+    removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise FileNotFoundError(f"atomic write of {target}: the writer did not create {tmp}")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open ``path`` for writing so that it only appears, complete, when the block exits cleanly.
+
+    ``mode`` must be a write mode ("w", "wb", "wt"); append/read modes make no
+    sense for an atomic replace and are rejected.
+    """
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_open({str(path)!r}): mode must be 'w', 'wt' or 'wb', got {mode!r}")
+    if "b" in mode and encoding is not None:
+        raise ValueError(f"atomic_open({str(path)!r}): encoding given for binary mode {mode!r}")
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write_bytes({str(path)!r}): expected bytes, got {type(data).__name__}")
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (checkpoints can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
