@@ -1,0 +1,28 @@
+"""Session fixtures: the synthetic body model and a small synthetic DAMON-format dataset."""
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """(body_models_dir, damon_root) written once per test session."""
+    from zoo.body.synthetic import write_synthetic_body_models
+    from zoo.data.synthetic_damon import cli
+
+    root = tmp_path_factory.mktemp("synth")
+    body = write_synthetic_body_models(root / "body_models")
+    damon = root / "damon"
+    assert cli(["--n", "40", "--out", str(damon), "--seed", "1", "--model-dir", str(body)]) in (0, None)
+    return Path(body), damon
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch, synth):
+    """Run in a temporary directory with the synthetic body models configured."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_BODY_MODELS", str(synth[0]))
+    monkeypatch.setenv("ZOO_RUN_DIR", "")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return tmp_path

@@ -1,0 +1,1 @@
+"""Datasets: LightningDataModules for the released formats (DAMON, ...) and synthetic generators writing them."""

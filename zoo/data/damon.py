@@ -1,0 +1,430 @@
+"""DAMON (DECO, ICCV 2023) as a LightningDataModule, reading the released on-disk layout.
+
+Files under ``root``: ``hot_dca_trainval.npz`` and ``hot_dca_test.npz`` (np.load with
+allow_pickle) with keys imgname, pose (N,72), shape (N,10), transl (N,3), cam_k (N,3,3),
+contact_label (N,6890) [contact_label_smplx (N,10475) for model_type="smplx"],
+polygon_2d_contact, scene_seg, part_seg (N,) image paths. Stored paths are absolute or
+relative to ``root``, its parent, its grandparent or the working directory (the same rule
+as ``tools/check_formats.py``). The real release comes from https://deco.is.tue.mpg.de
+(after registration); ``tools/make_synthetic.py damon --n 600 --out DIR`` writes a
+synthetic set in the same layout.
+
+Preprocessing follows DECO: the image is resized to ``image_size`` (bilinear) and
+ImageNet-normalised; the scene (133 classes) and part (26 classes) label maps are resized
+with nearest neighbour to ``seg_size`` and one-hot encoded as uint8; the polygon contact
+mask is binarised (> 0).
+
+Batch keys (B = batch size, S = image_size, s = seg_size, V = 6890 or 10475):
+
+* ``image``          float32 (B, 3, S, S), ImageNet-normalised RGB
+* ``contact_label``  float32 (B, V), per-vertex 0/1 contact
+* ``scene_seg``      uint8 (B, 133, s, s), one-hot scene classes (COCO-panoptic ids)
+* ``part_seg``       uint8 (B, 26, s, s), one-hot body parts (0 = background)
+* ``contact_2d``     float32 (B, 1, S, S), polygon contact mask in {0, 1}
+* ``pose`` (B, 72), ``shape`` (B, 10), ``transl`` (B, 3) float32 SMPL parameters
+* ``cam_k``          float32 (B, 3, 3), intrinsics rescaled to the resized image
+* ``index``          long (B,), row of the sample in its npz file
+* ``imgname``        list[str], the image path as stored in the npz
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.core.registry import register
+from zoo.data.sampling import EpochShuffleSampler
+
+__all__ = ["DamonDataset", "DamonDataModule", "collate_damon", "resolve_path", "damon_roots", "IMAGENET_MEAN", "IMAGENET_STD",
+           "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES"]
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NUM_SCENE_CLASSES = 133
+NUM_PART_CLASSES = 26
+SPLIT_FILES = {"trainval": "hot_dca_trainval.npz", "test": "hot_dca_test.npz"}
+_N_VERTS = {"smpl": 6890, "smplx": 10475}
+_CONTACT_KEY = {"smpl": "contact_label", "smplx": "contact_label_smplx"}
+_PATH_KEYS = ("imgname", "polygon_2d_contact", "scene_seg", "part_seg")
+_PARAM_KEYS = {"pose": (72,), "shape": (10,), "transl": (3,), "cam_k": (3, 3)}
+
+
+def damon_roots(root: str | os.PathLike) -> list[str]:
+    """Folders a stored relative path may be relative to: root, its parent, its grandparent, the cwd."""
+    a = os.path.abspath(root)
+    return [str(root), os.path.dirname(a), os.path.dirname(os.path.dirname(a)), os.getcwd()]
+
+
+def resolve_path(path: str, roots: list[str]) -> str | None:
+    """A stored path resolved like check_formats.py: absolute, or the first root where it exists."""
+    path = str(path)
+    if os.path.isabs(path):
+        return path if os.path.exists(path) else None
+    for r in roots:
+        p = os.path.join(r, path)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def _missing_npz_message(path: Path, root: str) -> str:
+    return (f"DAMON file not found: {path}. The real DAMON release (hot_dca_trainval.npz, hot_dca_test.npz and "
+            f"the HOT images) comes from https://deco.is.tue.mpg.de (after registration); point `root` (e.g. "
+            f"DAMON_ROOT) at its folder, or write a synthetic set in the same layout with "
+            f"`python tools/make_synthetic.py damon --n 600 --out {root}`.")
+
+
+class DamonDataset(Dataset):
+    """Samples of one DAMON npz file (``rows`` selects and orders them), preprocessed as DECO does.
+
+    Items carry the batch keys of the module docstring without the batch dimension. With
+    ``one_hot=False`` ``scene_seg``/``part_seg`` are uint8 label maps (s, s) instead, which
+    ``collate_damon`` one-hot encodes per batch (one allocation instead of a copy per sample).
+
+    ``validate(i)`` checks a row cheaply (values, vertex count, files present and readable
+    headers) and returns the problem or None; ``__getitem__`` raises a ValueError /
+    FileNotFoundError naming the npz file, the key or file and the row.
+    """
+
+    def __init__(self, npz_path: str | os.PathLike, root: str | os.PathLike, rows: list[int] | np.ndarray | None = None,
+                 image_size: int = 256, seg_size: int = 256, model_type: str = "smpl", cache: bool = True,
+                 cache_limit: int = 4000, data: dict[str, np.ndarray] | None = None, one_hot: bool = True):
+        if model_type not in _N_VERTS:
+            raise ValueError(f"DamonDataset: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
+        if image_size <= 0 or seg_size <= 0:
+            raise ValueError(f"DamonDataset: image_size and seg_size must be positive, got {image_size}, {seg_size}")
+        self.npz_path = str(npz_path)
+        self.root = str(root)
+        self.roots = damon_roots(root)
+        self.image_size = image_size
+        self.seg_size = seg_size
+        self.model_type = model_type
+        self.n_verts = _N_VERTS[model_type]
+        self.contact_key = _CONTACT_KEY[model_type]
+        self.data = data if data is not None else load_npz(self.npz_path, self.root, model_type)
+        n = len(self.data["imgname"])
+        self.rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.cache_enabled = cache and len(self.rows) <= cache_limit
+        self.one_hot = one_hot
+        self._cache: dict[int, tuple] = {}
+        self._mean_np = np.asarray(IMAGENET_MEAN, np.float32)
+        self._std_np = np.asarray(IMAGENET_STD, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _where(self, row: int) -> str:
+        return f"{self.npz_path}: sample {row}"
+
+    def check_values(self, row: int) -> None:
+        """Raise ValueError if row ``row`` has a wrong vertex count or NaN/inf parameters."""
+        c = np.asarray(self.data[self.contact_key][row])
+        if c.ndim != 1 or c.shape[0] != self.n_verts:
+            raise ValueError(f"{self._where(row)}: key '{self.contact_key}' has {c.size} values, expected "
+                             f"{self.n_verts} (one per {self.model_type.upper()} vertex)")
+        if not np.isfinite(c.astype(np.float64)).all():
+            raise ValueError(f"{self._where(row)}: key '{self.contact_key}' has NaN/inf")
+        for k, shape in _PARAM_KEYS.items():
+            a = np.asarray(self.data[k][row], dtype=np.float64)
+            if a.shape != shape:
+                raise ValueError(f"{self._where(row)}: key '{k}' has shape {a.shape}, expected {shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{self._where(row)}: key '{k}' has NaN/inf")
+
+    def path(self, key: str, row: int) -> str:
+        """The resolved file of ``key`` for row ``row``; FileNotFoundError naming it if missing."""
+        stored = str(self.data[key][row])
+        p = resolve_path(stored, self.roots)
+        if p is None:
+            raise FileNotFoundError(f"{self._where(row)}: key '{key}' file not found: {stored} "
+                                    f"(looked relative to {', '.join(self.roots)})")
+        return p
+
+    def check_files(self, row: int, open_headers: bool = True) -> None:
+        """Raise if a file of row ``row`` is missing or (with ``open_headers``) not a readable image."""
+        from PIL import Image
+
+        for key in _PATH_KEYS:
+            p = self.path(key, row)
+            if open_headers:
+                try:
+                    with Image.open(p) as im:
+                        im.size  # header only: cheap
+                except Exception as e:  # PIL raises several types for broken files
+                    raise ValueError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
+                                     f"({type(e).__name__}: {e})") from e
+
+    def validate(self, row: int) -> str | None:
+        """The problem with row ``row`` as a message, or None if it looks fine."""
+        try:
+            self.check_values(row)
+            self.check_files(row)
+        except (ValueError, FileNotFoundError) as e:
+            return str(e)
+        return None
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _read_image(self, key: str, row: int, mode: str):
+        from PIL import Image
+
+        p = self.path(key, row)
+        try:
+            im = Image.open(p)
+            if mode == "RGB" and im.format == "JPEG":
+                im.draft("RGB", (self.image_size, self.image_size))  # decode JPEGs at reduced scale
+            im.load()
+        except Exception as e:
+            raise ValueError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
+                             f"({type(e).__name__}: {e})") from e
+        return im, p
+
+    def _labels(self, key: str, row: int, n_classes: int) -> np.ndarray:
+        from PIL import Image
+
+        im, p = self._read_image(key, row, "L")
+        if im.mode in ("RGB", "RGBA"):
+            # DECO reads label maps with cv2 (BGR) and keeps channel 0: blue in RGB order.
+            im = im.getchannel("B")
+        elif im.mode not in ("L", "P"):
+            im = Image.fromarray(np.asarray(im).astype(np.int64).clip(0, 255).astype(np.uint8))
+        im = im.resize((self.seg_size, self.seg_size), Image.NEAREST)
+        lab = np.array(im, dtype=np.uint8)
+        if lab.max() >= n_classes:
+            raise ValueError(f"{self._where(row)}: key '{key}' file {p} has label {int(lab.max())}, "
+                             f"expected 0..{n_classes - 1}")
+        return lab
+
+    def _decode(self, row: int) -> tuple:
+        from PIL import Image
+
+        im, _ = self._read_image("imgname", row, "RGB")
+        w, h = im.size
+        rgb = np.array(im.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR), np.uint8)
+        scene = self._labels("scene_seg", row, NUM_SCENE_CLASSES)
+        part = self._labels("part_seg", row, NUM_PART_CLASSES)
+        cm, _ = self._read_image("polygon_2d_contact", row, "L")
+        cm = np.asarray(cm)
+        cm = (cm.reshape(cm.shape[0], cm.shape[1], -1) > 0).any(-1).astype(np.uint8) * 255
+        c2d = np.asarray(Image.fromarray(cm).resize((self.image_size, self.image_size), Image.NEAREST)) > 0
+        return rgb, scene, part, c2d, (w, h)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self.rows):
+            raise IndexError(f"{self.npz_path}: index {i} out of range for {len(self.rows)} samples")
+        row = int(self.rows[i])
+        self.check_values(row)
+        dec = self._cache.get(row)
+        if dec is None:
+            dec = self._decode(row)
+            if self.cache_enabled:
+                self._cache[row] = dec
+        rgb, scene, part, c2d, (w, h) = dec
+        S = self.image_size
+        # numpy, not torch: these per-sample ops are single-threaded by nature, and torch's
+        # intra-op threads made them ~10x slower on a busy 2-core machine.
+        img = (rgb.astype(np.float32) * (1.0 / 255.0) - self._mean_np) / self._std_np
+        img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        if self.one_hot:
+            scene_oh = torch.from_numpy(_one_hot(scene, NUM_SCENE_CLASSES))
+            part_oh = torch.from_numpy(_one_hot(part, NUM_PART_CLASSES))
+        else:  # label maps; collate_damon one-hot encodes the whole batch in one allocation
+            scene_oh, part_oh = torch.from_numpy(scene), torch.from_numpy(part)
+        K = torch.as_tensor(np.asarray(self.data["cam_k"][row], dtype=np.float64), dtype=torch.float32).clone()
+        K[0] *= S / w
+        K[1] *= S / h
+        return {
+            "image": img,
+            "contact_label": torch.as_tensor(np.asarray(self.data[self.contact_key][row], dtype=np.float32)),
+            "scene_seg": scene_oh,
+            "part_seg": part_oh,
+            "contact_2d": torch.from_numpy(c2d.astype(np.float32))[None],
+            "pose": torch.as_tensor(np.asarray(self.data["pose"][row], dtype=np.float32)),
+            "shape": torch.as_tensor(np.asarray(self.data["shape"][row], dtype=np.float32)),
+            "transl": torch.as_tensor(np.asarray(self.data["transl"][row], dtype=np.float32)),
+            "cam_k": K,
+            "index": row,
+            "imgname": str(self.data["imgname"][row]),
+        }
+
+
+def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """uint8 one-hot (C, H, W) of an (H, W) label map with values < n_classes."""
+    h, w = labels.shape
+    out = np.zeros((n_classes, h * w), np.uint8)
+    out[labels.reshape(-1).astype(np.intp), np.arange(h * w)] = 1
+    return out.reshape(n_classes, h, w)
+
+
+def collate_damon(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """default_collate, plus one-hot encoding of ``scene_seg``/``part_seg`` given as label maps."""
+    from torch.utils.data import default_collate
+
+    maps = {}
+    for key in ("scene_seg", "part_seg"):
+        if items and items[0][key].ndim == 2:
+            maps[key] = np.stack([it[key].numpy() for it in items])
+            items = [{k: v for k, v in it.items() if k != key} for it in items]
+    batch = default_collate(items)
+    for key, lab in maps.items():
+        n_classes = NUM_SCENE_CLASSES if key == "scene_seg" else NUM_PART_CLASSES
+        b, h, w = lab.shape
+        out = np.zeros((b, n_classes, h * w), np.uint8)
+        np.put_along_axis(out, lab.reshape(b, 1, -1).astype(np.intp), 1, axis=1)
+        batch[key] = torch.from_numpy(out.reshape(b, n_classes, h, w))
+    return batch
+
+
+def load_npz(path: str | os.PathLike, root: str, model_type: str = "smpl") -> dict[str, np.ndarray]:
+    """The arrays of a DAMON npz file; errors name the file and the missing key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(_missing_npz_message(path, root))
+    try:
+        with np.load(path, allow_pickle=True) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from e
+    need = list(_PATH_KEYS) + list(_PARAM_KEYS) + [_CONTACT_KEY[model_type]]
+    for k in need:
+        if k not in data:
+            raise ValueError(f"{path}: key '{k}' missing (has {sorted(data)})")
+    n = len(data["imgname"])
+    for k in need:
+        if len(data[k]) != n:
+            raise ValueError(f"{path}: key '{k}' has {len(data[k])} rows, expected {n} (as imgname)")
+    return data
+
+
+@register("datamodule", "damon")
+class DamonDataModule(L.LightningDataModule):
+    """DAMON train/val/test loaders (train/val split from trainval by a seeded fraction; test from the test npz).
+
+    ``skip_bad=True`` validates every sample once at setup and drops the bad ones, counted
+    in ``num_skipped`` (and listed in ``skipped``) and logged as a warning; otherwise the
+    first bad sample raises an error naming the npz file, the key or file and the row.
+    ``max_samples`` caps each split (quick runs). ``cache`` keeps decoded, resized arrays
+    in memory for splits of at most ``cache_limit`` samples.
+    """
+
+    def __init__(self, root: str, batch_size: int = 16, num_workers: int = 0, image_size: int = 256,
+                 seg_size: int = 256, val_fraction: float = 0.1, skip_bad: bool = False, model_type: str = "smpl",
+                 seed: int = 0, max_samples: int | None = None, cache: bool = True, cache_limit: int = 4000,
+                 pin_memory: bool = False, drop_last: bool = False):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"damon: batch_size must be positive, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"damon: val_fraction must be in [0, 1), got {val_fraction}")
+        if model_type not in _N_VERTS:
+            raise ValueError(f"damon: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
+        if max_samples is not None and max_samples <= 0:
+            raise ValueError(f"damon: max_samples must be positive or None, got {max_samples}")
+        self.save_hyperparameters()
+        self.root = str(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.seg_size = seg_size
+        self.val_fraction = val_fraction
+        self.skip_bad = skip_bad
+        self.model_type = model_type
+        self.seed = seed
+        self.max_samples = max_samples
+        self.cache = cache
+        self.cache_limit = cache_limit
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+        self.num_skipped = 0
+        self.skipped: list[tuple[str, int, str]] = []
+        self.train_set: DamonDataset | None = None
+        self.val_set: DamonDataset | None = None
+        self.test_set: DamonDataset | None = None
+        self._checked: set[str] = set()
+
+    def npz_path(self, split: str) -> Path:
+        """Path of the npz file of ``split`` ('trainval' or 'test')."""
+        return Path(self.root) / SPLIT_FILES[split]
+
+    def _dataset(self, split: str, rows: np.ndarray | None, data: dict | None = None) -> DamonDataset:
+        return DamonDataset(self.npz_path(split), self.root, rows, image_size=self.image_size, seg_size=self.seg_size,
+                            model_type=self.model_type, cache=self.cache, cache_limit=self.cache_limit, data=data,
+                            one_hot=False)
+
+    def _filter(self, ds: DamonDataset, name: str) -> DamonDataset:
+        """Validate every row once; drop and count bad rows (skip_bad) or raise on the first."""
+        good = []
+        for row in ds.rows.tolist():
+            problem = ds.validate(row)
+            if problem is None:
+                good.append(row)
+                continue
+            if not self.skip_bad:
+                ds.check_values(row)  # re-raise with the precise exception type
+                ds.check_files(row)
+            self.skipped.append((ds.npz_path, row, problem))
+        n_bad = len(ds.rows) - len(good)
+        if n_bad:
+            self.num_skipped += n_bad
+            log.warning("damon: skipped %d bad sample(s) of %s (%s split); first: %s", n_bad, ds.npz_path, name,
+                        self.skipped[-n_bad][2])
+        ds.rows = np.asarray(good, dtype=np.int64)
+        return ds
+
+    def _cap(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.max_samples is None else rows[: self.max_samples]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        if stage in (None, "fit", "validate") and "trainval" not in self._checked:
+            data = load_npz(self.npz_path("trainval"), self.root, self.model_type)
+            n = len(data["imgname"])
+            perm = np.random.default_rng(self.seed).permutation(n)
+            n_val = int(round(self.val_fraction * n))
+            if self.val_fraction > 0 and n > 1:
+                n_val = min(max(n_val, 1), n - 1)
+            val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            self.train_set = self._filter(self._dataset("trainval", self._cap(train_rows), data), "train")
+            self.val_set = self._filter(self._dataset("trainval", self._cap(val_rows), data), "val")
+            self._checked.add("trainval")
+        if stage in (None, "test", "predict") and "test" not in self._checked:
+            data = load_npz(self.npz_path("test"), self.root, self.model_type)
+            rows = self._cap(np.arange(len(data["imgname"])))
+            self.test_set = self._filter(self._dataset("test", rows, data), "test")
+            self._checked.add("test")
+
+    def _loader(self, ds: DamonDataset | None, shuffle: bool, name: str) -> DataLoader:
+        if ds is None:
+            raise RuntimeError(f"damon: the {name} split is not set up; call setup() with the right stage first")
+        # The order depends only on (seed, epoch): resumed runs see the same batches.
+        sampler = EpochShuffleSampler(len(ds), self.seed) if shuffle else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, drop_last=self.drop_last and shuffle,
+                          collate_fn=collate_damon,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) training batches."""
+        return self._loader(self.train_set, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in file order."""
+        return self._loader(self.val_set, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches (hot_dca_test.npz) in file order."""
+        return self._loader(self.test_set, False, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Same as the test loader."""
+        return self._loader(self.test_set, False, "test")

@@ -1,0 +1,26 @@
+"""Samplers whose order is a pure function of (seed, epoch), so a resumed run sees the same
+batches as an uninterrupted one. Lightning calls ``set_epoch`` on samplers that have it."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation of range(n) drawn from a generator seeded with seed + epoch."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every training epoch."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
