@@ -42,7 +42,12 @@ def main(argv: list[str]) -> int:
         run.write_text_atomic(run_dir / "resolved.yaml", rec.to_yaml())
     system, data = run.build_components(rec)
     logger, wandb_id = run.build_logger(rec, run_dir, resume_ckpt)
-    trainer = run.build_trainer(rec, run_dir, logger, wandb_id)
+    extra = []
+    if rec["logger"].get("log_images", True):
+        from zoo.systems.callbacks import ContactFigures
+
+        extra.append(ContactFigures(run_dir / "figures"))
+    trainer = run.build_trainer(rec, run_dir, logger, wandb_id, extra_callbacks=extra)
     trainer.fit(system, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     if trainer.interrupted:
         print(f"interrupted; resume with: python tools/train.py recipe={rec.name} resume={run_dir}", file=sys.stderr)

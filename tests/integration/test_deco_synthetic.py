@@ -33,6 +33,13 @@ def test_fit_loss_decreases_and_exports(synth, in_tmp):
     m = json.loads((run / "metrics.json").read_text())
     assert {"test/f1", "test/precision", "test/recall"} <= set(m) and 0.0 <= m["test/f1"] <= 1.0
 
+    from PIL import Image
+
+    figs = sorted((run / "figures").glob("contact_test_*.png"))
+    assert len(figs) == 3
+    img = Image.open(figs[0])
+    assert img.width > img.height >= 256, "a grid of views: predicted row over ground-truth row"
+
     import zoo
 
     model = zoo.load(run / "export").eval()

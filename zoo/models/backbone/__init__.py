@@ -1,0 +1,1 @@
+"""Image feature backbones (registry kind `backbone`)."""

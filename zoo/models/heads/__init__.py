@@ -1,0 +1,1 @@
+"""Task heads shared by systems (segmentation decoders, attention fusers, classifiers)."""
