@@ -7,6 +7,7 @@ import torch
 
 from zoo.render.raster import (CpuRasterizer, intrinsics, look_at_opencv, merge_meshes, project_opencv, rasterize,
                                render_mesh, vertex_normals, world_to_camera)
+from meshes import ellipsoid
 
 
 def _tri(pts, z=(1.0, 1.0, 1.0)):
@@ -93,18 +94,7 @@ def test_project_opencv_and_look_at():
     assert cam[2, 1] < -0.99  # world +y (up) is image up (OpenCV y down)
 
 
-def _ellipsoid(n=20):
-    th = torch.linspace(0, math.pi, n)
-    ph = torch.linspace(0, 2 * math.pi, 2 * n + 1)[:-1]
-    T, P = torch.meshgrid(th, ph, indexing="ij")
-    v = torch.stack([T.sin() * P.cos(), T.cos(), T.sin() * P.sin()], -1).reshape(-1, 3)
-    m = 2 * n
-    f = []
-    for i in range(n - 1):
-        for j in range(m):
-            a, b, c, d = i * m + j, i * m + (j + 1) % m, (i + 1) * m + j, (i + 1) * m + (j + 1) % m
-            f += [[a, c, b], [b, c, d]]
-    return v * torch.tensor([0.3, 0.9, 0.2]), torch.tensor(f)
+_ellipsoid = ellipsoid
 
 
 def test_agrees_with_pytorch3d_mesh_rasterizer():
