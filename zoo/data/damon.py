@@ -332,19 +332,6 @@ class DamonDataModule(L.LightningDataModule):
             raise ValueError(f"damon: max_samples must be positive or None, got {max_samples}")
         self.save_hyperparameters()
         self.root = str(root)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.image_size = image_size
-        self.seg_size = seg_size
-        self.val_fraction = val_fraction
-        self.skip_bad = skip_bad
-        self.model_type = model_type
-        self.seed = seed
-        self.max_samples = max_samples
-        self.cache = cache
-        self.cache_limit = cache_limit
-        self.pin_memory = pin_memory
-        self.drop_last = drop_last
         self.num_skipped = 0
         self.skipped: list[tuple[str, int, str]] = []
         self.train_set: DamonDataset | None = None
@@ -357,8 +344,8 @@ class DamonDataModule(L.LightningDataModule):
         return Path(self.root) / SPLIT_FILES[split]
 
     def _dataset(self, split: str, rows: np.ndarray | None, data: dict | None = None) -> DamonDataset:
-        return DamonDataset(self.npz_path(split), self.root, rows, image_size=self.image_size, seg_size=self.seg_size,
-                            model_type=self.model_type, cache=self.cache, cache_limit=self.cache_limit, data=data,
+        return DamonDataset(self.npz_path(split), self.root, rows, image_size=self.hparams.image_size, seg_size=self.hparams.seg_size,
+                            model_type=self.hparams.model_type, cache=self.hparams.cache, cache_limit=self.hparams.cache_limit, data=data,
                             one_hot=False)
 
     def _filter(self, ds: DamonDataset, name: str) -> DamonDataset:
@@ -369,7 +356,7 @@ class DamonDataModule(L.LightningDataModule):
             if problem is None:
                 good.append(row)
                 continue
-            if not self.skip_bad:
+            if not self.hparams.skip_bad:
                 ds.check_values(row)  # re-raise with the precise exception type
                 ds.check_files(row)
             self.skipped.append((ds.npz_path, row, problem))
@@ -382,23 +369,23 @@ class DamonDataModule(L.LightningDataModule):
         return ds
 
     def _cap(self, rows: np.ndarray) -> np.ndarray:
-        return rows if self.max_samples is None else rows[: self.max_samples]
+        return rows if self.hparams.max_samples is None else rows[: self.hparams.max_samples]
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
         if stage in (None, "fit", "validate") and "trainval" not in self._checked:
-            data = load_npz(self.npz_path("trainval"), self.root, self.model_type)
+            data = load_npz(self.npz_path("trainval"), self.root, self.hparams.model_type)
             n = len(data["imgname"])
-            perm = np.random.default_rng(self.seed).permutation(n)
-            n_val = int(round(self.val_fraction * n))
-            if self.val_fraction > 0 and n > 1:
+            perm = np.random.default_rng(self.hparams.seed).permutation(n)
+            n_val = int(round(self.hparams.val_fraction * n))
+            if self.hparams.val_fraction > 0 and n > 1:
                 n_val = min(max(n_val, 1), n - 1)
             val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
             self.train_set = self._filter(self._dataset("trainval", self._cap(train_rows), data), "train")
             self.val_set = self._filter(self._dataset("trainval", self._cap(val_rows), data), "val")
             self._checked.add("trainval")
         if stage in (None, "test", "predict") and "test" not in self._checked:
-            data = load_npz(self.npz_path("test"), self.root, self.model_type)
+            data = load_npz(self.npz_path("test"), self.root, self.hparams.model_type)
             rows = self._cap(np.arange(len(data["imgname"])))
             self.test_set = self._filter(self._dataset("test", rows, data), "test")
             self._checked.add("test")
@@ -407,11 +394,11 @@ class DamonDataModule(L.LightningDataModule):
         if ds is None:
             raise RuntimeError(f"damon: the {name} split is not set up; call setup() with the right stage first")
         # The order depends only on (seed, epoch): resumed runs see the same batches.
-        sampler = EpochShuffleSampler(len(ds), self.seed) if shuffle else None
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, drop_last=self.drop_last and shuffle,
+        sampler = EpochShuffleSampler(len(ds), self.hparams.seed) if shuffle else None
+        return DataLoader(ds, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
+                          pin_memory=self.hparams.pin_memory, drop_last=self.hparams.drop_last and shuffle,
                           collate_fn=collate_damon,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) training batches."""
