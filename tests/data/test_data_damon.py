@@ -167,3 +167,48 @@ def test_registry_builds_damon(damon_root):
 
     dm = build("datamodule", {"name": "damon", "root": str(damon_root), "batch_size": 2})
     assert isinstance(dm, DamonDataModule) and dm.hparams.batch_size == 2
+
+
+def _objectwise(n):
+    """Row i: {'chair': [i*10], 'floor': [i*10, 6889]} except row 1 which has no contact at all."""
+    ow = np.empty(n, dtype=object)
+    for i in range(n):
+        ow[i] = {} if i == 1 else {"floor": np.array([i * 10, 6889]), "chair": np.array([i * 10])}
+    return ow
+
+
+def test_semantic_pairs_labels_only(damon_root):
+    for split in ("trainval", "test"):
+        _edit_npz(damon_root / f"hot_dca_{split}.npz", contact_label_objectwise=_objectwise(N))
+    # the images are gone: label-only loading must not open them
+    for p in (damon_root / "datasets/HOT-Annotated/images").iterdir():
+        p.unlink()
+    dm = DamonDataModule(str(damon_root), batch_size=16, contact_mode="semantic", load_images=False)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert "image" not in batch and "scene_seg" not in batch
+    # rows 0, 2..5 give two pairs each (sorted names: chair, floor); row 1 none
+    assert batch["object_name"] == ["chair", "floor"] * (N - 1)
+    assert batch["index"].tolist() == [0, 0, 2, 2, 3, 3, 4, 4, 5, 5]
+    lab = batch["contact_label"]
+    assert lab.shape == (10, 6890)
+    assert lab[0].nonzero().flatten().tolist() == [0]            # row 0, chair
+    assert lab[3].nonzero().flatten().tolist() == [20, 6889]     # row 2, floor
+    assert lab.sum().item() == 5 * 1 + 5 * 2
+
+
+def test_semantic_needs_objectwise_key(damon_root):
+    dm = DamonDataModule(str(damon_root), contact_mode="semantic", load_images=False)
+    dm.setup("test")
+    with pytest.raises(ValueError, match=r"hot_dca_test\.npz: contact_mode='semantic' needs key 'contact_label_objectwise'"):
+        dm.test_dataloader()
+
+
+def test_semantic_bad_vertex_ids(damon_root):
+    ow = _objectwise(N)
+    ow[3] = {"cup": np.array([7000])}
+    _edit_npz(damon_root / "hot_dca_test.npz", contact_label_objectwise=ow)
+    dm = DamonDataModule(str(damon_root), contact_mode="semantic", load_images=False)
+    dm.setup("test")
+    with pytest.raises(ValueError, match=r"hot_dca_test\.npz: sample 3: contact_label_objectwise\['cup'\] has vertex ids outside"):
+        dm.test_dataloader()

@@ -25,13 +25,23 @@ Batch keys (B = batch size, S = image_size, s = seg_size, V = 6890 or 10475):
 * ``cam_k``          float32 (B, 3, 3), intrinsics rescaled to the resized image
 * ``index``          long (B,), row of the sample in its npz file
 * ``imgname``        list[str], the image path as stored in the npz
+
+With ``load_images=False`` only the labels and parameters are read (no image, scene_seg,
+part_seg, contact_2d keys and no image files are opened): for models that never see the
+photo, such as the MV-Loc localizer trained on its own.
+
+With ``contact_mode="semantic"`` a sample is one (image, object) pair from the npz key
+``contact_label_objectwise`` (a dict object name -> SMPL vertex ids per image), and
+``contact_label`` is that object's contact only; the batch also carries
+``object_name`` list[str]. Images whose dict is empty give no pairs. Pairs are ordered by
+row, then object name.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -42,7 +52,7 @@ from zoo.core.registry import register
 from zoo.data.sampling import EpochShuffleSampler
 
 __all__ = ["DamonDataset", "DamonDataModule", "collate_damon", "resolve_path", "damon_roots", "IMAGENET_MEAN", "IMAGENET_STD",
-           "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES"]
+           "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES", "DamonObjectPairs"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +106,8 @@ class DamonDataset(Dataset):
 
     def __init__(self, npz_path: str | os.PathLike, root: str | os.PathLike, rows: list[int] | np.ndarray | None = None,
                  image_size: int = 256, seg_size: int = 256, model_type: str = "smpl", cache: bool = True,
-                 cache_limit: int = 4000, data: dict[str, np.ndarray] | None = None, one_hot: bool = True):
+                 cache_limit: int = 4000, data: dict[str, np.ndarray] | None = None, one_hot: bool = True,
+                 load_images: bool = True):
         if model_type not in _N_VERTS:
             raise ValueError(f"DamonDataset: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
         if image_size <= 0 or seg_size <= 0:
@@ -114,6 +125,7 @@ class DamonDataset(Dataset):
         self.rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
         self.cache_enabled = cache and len(self.rows) <= cache_limit
         self.one_hot = one_hot
+        self.load_images = load_images
         self._cache: dict[int, tuple] = {}
         self._mean_np = np.asarray(IMAGENET_MEAN, np.float32)
         self._std_np = np.asarray(IMAGENET_STD, np.float32)
@@ -168,7 +180,8 @@ class DamonDataset(Dataset):
         """The problem with row ``row`` as a message, or None if it looks fine."""
         try:
             self.check_values(row)
-            self.check_files(row)
+            if self.load_images:
+                self.check_files(row)
         except (ValueError, FileNotFoundError) as e:
             return str(e)
         return None
@@ -224,6 +237,8 @@ class DamonDataset(Dataset):
             raise IndexError(f"{self.npz_path}: index {i} out of range for {len(self.rows)} samples")
         row = int(self.rows[i])
         self.check_values(row)
+        if not self.load_images:
+            return self._params(row)
         dec = self._cache.get(row)
         if dec is None:
             dec = self._decode(row)
@@ -240,22 +255,66 @@ class DamonDataset(Dataset):
             part_oh = torch.from_numpy(_one_hot(part, NUM_PART_CLASSES))
         else:  # label maps; collate_damon one-hot encodes the whole batch in one allocation
             scene_oh, part_oh = torch.from_numpy(scene), torch.from_numpy(part)
-        K = torch.as_tensor(np.asarray(self.data["cam_k"][row], dtype=np.float64), dtype=torch.float32).clone()
-        K[0] *= S / w
-        K[1] *= S / h
+        item = self._params(row)
+        item["cam_k"][0] *= S / w
+        item["cam_k"][1] *= S / h
+        item.update(image=img, scene_seg=scene_oh, part_seg=part_oh, contact_2d=torch.from_numpy(c2d.astype(np.float32))[None])
+        return item
+
+    def _params(self, row: int) -> dict[str, Any]:
+        """Labels and parameters of a row (cam_k as stored, i.e. for the original image size)."""
         return {
-            "image": img,
             "contact_label": torch.as_tensor(np.asarray(self.data[self.contact_key][row], dtype=np.float32)),
-            "scene_seg": scene_oh,
-            "part_seg": part_oh,
-            "contact_2d": torch.from_numpy(c2d.astype(np.float32))[None],
             "pose": torch.as_tensor(np.asarray(self.data["pose"][row], dtype=np.float32)),
             "shape": torch.as_tensor(np.asarray(self.data["shape"][row], dtype=np.float32)),
             "transl": torch.as_tensor(np.asarray(self.data["transl"][row], dtype=np.float32)),
-            "cam_k": K,
+            "cam_k": torch.as_tensor(np.asarray(self.data["cam_k"][row], dtype=np.float64), dtype=torch.float32).clone(),
             "index": row,
             "imgname": str(self.data["imgname"][row]),
         }
+
+
+class DamonObjectPairs(Dataset):
+    """(image, object) pairs of a DamonDataset for semantic (object-wise) contact.
+
+    Reads ``contact_label_objectwise`` (per row a dict object name -> vertex ids); each item
+    is the base item with ``contact_label`` replaced by that object's contact and
+    ``object_name`` added. ``rows`` of the base dataset decide which images take part.
+    """
+
+    def __init__(self, base: DamonDataset):
+        if "contact_label_objectwise" not in base.data:
+            raise ValueError(f"{base.npz_path}: contact_mode='semantic' needs key 'contact_label_objectwise' "
+                             f"(per image a dict object name -> vertex ids); the file has {sorted(base.data)}")
+        if base.model_type != "smpl":
+            raise ValueError(f"{base.npz_path}: contact_mode='semantic' reads SMPL vertex ids; "
+                             f"model_type={base.model_type!r} is not supported")
+        self.base = base
+        self.pairs: list[tuple[int, str, np.ndarray]] = []
+        for pos, row in enumerate(base.rows.tolist()):
+            ow = base.data["contact_label_objectwise"][row]
+            ow = ow.item() if isinstance(ow, np.ndarray) and ow.shape == () else ow
+            if not isinstance(ow, dict):
+                raise ValueError(f"{base._where(row)}: key 'contact_label_objectwise' is {type(ow).__name__}, "
+                                 f"expected a dict object name -> vertex ids")
+            for name in sorted(ow):
+                ids = np.asarray(ow[name]).astype(np.int64).ravel()
+                if ids.size and (ids.min() < 0 or ids.max() >= base.n_verts):
+                    raise ValueError(f"{base._where(row)}: contact_label_objectwise['{name}'] has vertex ids outside "
+                                     f"[0, {base.n_verts})")
+                self.pairs.append((pos, str(name), ids))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pos, name, ids = self.pairs[i]
+        item = self.base[pos]
+        label = torch.zeros(self.base.n_verts, dtype=torch.float32)
+        label[torch.from_numpy(ids)] = 1.0
+        item["contact_label"] = label
+        item["object_name"] = name
+        return item
 
 
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -272,7 +331,7 @@ def collate_damon(items: list[dict[str, Any]]) -> dict[str, Any]:
 
     maps = {}
     for key in ("scene_seg", "part_seg"):
-        if items and items[0][key].ndim == 2:
+        if items and key in items[0] and items[0][key].ndim == 2:
             maps[key] = np.stack([it[key].numpy() for it in items])
             items = [{k: v for k, v in it.items() if k != key} for it in items]
     batch = default_collate(items)
@@ -313,14 +372,17 @@ class DamonDataModule(L.LightningDataModule):
     ``skip_bad=True`` validates every sample once at setup and drops the bad ones, counted
     in ``num_skipped`` (and listed in ``skipped``) and logged as a warning; otherwise the
     first bad sample raises an error naming the npz file, the key or file and the row.
-    ``max_samples`` caps each split (quick runs). ``cache`` keeps decoded, resized arrays
+    ``max_samples`` caps each split (quick runs). ``contact_mode="semantic"`` yields (image,
+    object) pairs with per-object contact; ``load_images=False`` reads labels only (see the
+    module docstring). ``cache`` keeps decoded, resized arrays
     in memory for splits of at most ``cache_limit`` samples.
     """
 
     def __init__(self, root: str, batch_size: int = 16, num_workers: int = 0, image_size: int = 256,
                  seg_size: int = 256, val_fraction: float = 0.1, skip_bad: bool = False, model_type: str = "smpl",
                  seed: int = 0, max_samples: int | None = None, cache: bool = True, cache_limit: int = 4000,
-                 pin_memory: bool = False, drop_last: bool = False):
+                 pin_memory: bool = False, drop_last: bool = False,
+                 contact_mode: Literal["binary", "semantic"] = "binary", load_images: bool = True):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"damon: batch_size must be positive, got {batch_size}")
@@ -330,6 +392,8 @@ class DamonDataModule(L.LightningDataModule):
             raise ValueError(f"damon: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
         if max_samples is not None and max_samples <= 0:
             raise ValueError(f"damon: max_samples must be positive or None, got {max_samples}")
+        if contact_mode not in ("binary", "semantic"):
+            raise ValueError(f"damon: contact_mode must be 'binary' or 'semantic', got {contact_mode!r}")
         self.save_hyperparameters()
         self.root = str(root)
         self.num_skipped = 0
@@ -346,7 +410,10 @@ class DamonDataModule(L.LightningDataModule):
     def _dataset(self, split: str, rows: np.ndarray | None, data: dict | None = None) -> DamonDataset:
         return DamonDataset(self.npz_path(split), self.root, rows, image_size=self.hparams.image_size, seg_size=self.hparams.seg_size,
                             model_type=self.hparams.model_type, cache=self.hparams.cache, cache_limit=self.hparams.cache_limit, data=data,
-                            one_hot=False)
+                            one_hot=False, load_images=self.hparams.load_images)
+
+    def _pairs(self, ds: DamonDataset | None) -> Dataset | None:
+        return DamonObjectPairs(ds) if ds is not None and self.hparams.contact_mode == "semantic" else ds
 
     def _filter(self, ds: DamonDataset, name: str) -> DamonDataset:
         """Validate every row once; drop and count bad rows (skip_bad) or raise on the first."""
@@ -391,6 +458,7 @@ class DamonDataModule(L.LightningDataModule):
             self._checked.add("test")
 
     def _loader(self, ds: DamonDataset | None, shuffle: bool, name: str) -> DataLoader:
+        ds = self._pairs(ds)
         if ds is None:
             raise RuntimeError(f"damon: the {name} split is not set up; call setup() with the right stage first")
         # The order depends only on (seed, epoch): resumed runs see the same batches.
