@@ -184,6 +184,7 @@ def test_semantic_pairs_labels_only(damon_root):
     for p in (damon_root / "datasets/HOT-Annotated/images").iterdir():
         p.unlink()
     dm = DamonDataModule(str(damon_root), batch_size=16, contact_mode="semantic", load_images=False)
+    assert dm.classes == ["chair", "floor"]
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     assert "image" not in batch and "scene_seg" not in batch

@@ -403,6 +403,25 @@ class DamonDataModule(L.LightningDataModule):
         self.test_set: DamonDataset | None = None
         self._checked: set[str] = set()
 
+    @property
+    def classes(self) -> list[str]:
+        """Sorted object names of ``contact_label_objectwise`` in the trainval file (the semantic-contact
+        vocabulary; [] in binary mode). Read once from the npz."""
+        if self.hparams.contact_mode != "semantic":
+            return []
+        if getattr(self, "_classes", None) is None:
+            data = load_npz(self.npz_path("trainval"), self.root, self.hparams.model_type)
+            if "contact_label_objectwise" not in data:
+                raise ValueError(f"{self.npz_path('trainval')}: contact_mode='semantic' needs key "
+                                 f"'contact_label_objectwise'; the file has {sorted(data)}")
+            names = set()
+            for ow in data["contact_label_objectwise"]:
+                ow = ow.item() if isinstance(ow, np.ndarray) and ow.shape == () else ow
+                if isinstance(ow, dict):
+                    names.update(str(k) for k in ow)
+            self._classes = sorted(names)
+        return list(self._classes)
+
     def npz_path(self, split: str) -> Path:
         """Path of the npz file of ``split`` ('trainval' or 'test')."""
         return Path(self.root) / SPLIT_FILES[split]
