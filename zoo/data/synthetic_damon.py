@@ -23,7 +23,7 @@ Layout written under ``<out>`` (the same as the DAMON release, read by
     body_models/                                           synthetic body model (if none given)
 
 npz keys: imgname, pose (N,72), shape (N,10), transl (N,3), cam_k (N,3,3),
-contact_label (N,6890), contact_label_objectwise (N,) dicts {object -> vertex ids},
+contact_label (N,6890), contact_label_objectwise (N,) dicts {object name -> vertex ids},
 polygon_2d_contact, scene_seg, part_seg (N,) relative paths.
 
 Camera convention: camera at the origin looking down +Z (OpenCV, y down); the body's
@@ -33,6 +33,11 @@ vertices in camera space are ``BodyModel(pose, shape, transl)`` and project with
 Scene classes (COCO-panoptic 133 contiguous ids, detectron2 order; see ``SCENE_CLASSES``):
 person 0, box -> 13 "bench", cylinder -> 10 "fire hydrant", sphere -> 32 "sports ball",
 ground -> 122 "floor-other-merged", background -> 131 "wall-other-merged".
+Object names in ``contact_label_objectwise`` say what the primitive stands for in its
+scenario, as DAMON names objects (``OBJECT_LABELS``: name -> primitive kind): "chair" (sit),
+"dining table" (table), "wall" / "pole" (lean), "sports ball", "bottle", "handbag" (held),
+"sports ball" / "suitcase" (on the head) and "supporting" for the ground (DAMON's key for
+supporting surfaces).
 Part classes: 0 background, 1..25 body parts of the body model's 26-class DECO-like
 scheme (``zoo.body.mesh``).
 
@@ -59,7 +64,7 @@ from scipy.spatial.transform import Rotation
 from zoo.render.raster import merge_meshes, project_opencv, rasterize, vertex_normals
 
 __all__ = [
-    "SCENE_CLASSES", "OBJECT_CLASS", "PERSON_CLASS", "BACKGROUND_CLASS", "SCENARIOS", "IMAGE_DIR",
+    "SCENE_CLASSES", "OBJECT_CLASS", "OBJECT_LABELS", "PERSON_CLASS", "BACKGROUND_CLASS", "SCENARIOS", "IMAGE_DIR",
     "Primitive", "primitive_sdf", "primitive_mesh", "generate_damon", "save_npz_deterministic", "cli",
 ]
 
@@ -68,6 +73,9 @@ BACKGROUND_CLASS = 131
 OBJECT_CLASS = {"box": 13, "cylinder": 10, "sphere": 32, "ground": 122}
 SCENE_CLASSES = {0: "person", 10: "fire hydrant", 13: "bench", 32: "sports ball",
                  122: "floor-other-merged", 131: "wall-other-merged"}
+# Semantic object names (contact_label_objectwise keys) -> primitive kind.
+OBJECT_LABELS = {"chair": "box", "dining table": "box", "wall": "box", "pole": "cylinder", "sports ball": "sphere",
+                 "bottle": "cylinder", "handbag": "box", "suitcase": "box", "supporting": "ground"}
 SCENARIOS = ("stand", "reach", "table", "sit", "lean", "lie", "head")
 IMAGE_DIR = "datasets/HOT-Annotated"
 NUM_VERTS = 6890
@@ -95,6 +103,12 @@ class Primitive:
     size: np.ndarray
     yaw: float = 0.0
     color: np.ndarray = field(default_factory=lambda: np.ones(3))
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """The semantic object name (``label``), else the primitive kind."""
+        return self.label or self.kind
 
     def local(self, p: np.ndarray) -> np.ndarray:
         """Points (N, 3) in the primitive's frame (centre at origin, yaw undone)."""
@@ -314,11 +328,17 @@ def _try_object(rng: np.random.Generator, scenario: str, hint: dict, verts: np.n
         hand = parts["left_hand" if hint["hand"] == "l" else "right_hand"]
         d = verts[hand].mean(0) - verts[parts["torso"]].mean(0)
         d[1] *= 0.5
-        return small_object(["sphere", "box", "cylinder"][rng.integers(3)], hand, d)
+        prim = small_object(["sphere", "box", "cylinder"][rng.integers(3)], hand, d)
+        if prim is not None:
+            prim.label = {"sphere": "sports ball", "box": "handbag", "cylinder": "bottle"}[prim.kind]
+        return prim
     if scenario == "head":
         d = np.array([u(-0.6, 0.6), 1.0, u(-0.6, 0.6)]) if rng.random() < 0.6 else \
             np.array([rng.choice([-1.0, 1.0]), u(-0.1, 0.3), u(-0.3, 0.3)])
-        return small_object("sphere" if rng.random() < 0.7 else "box", parts["head"], d)
+        prim = small_object("sphere" if rng.random() < 0.7 else "box", parts["head"], d)
+        if prim is not None:
+            prim.label = "sports ball" if prim.kind == "sphere" else "suitcase"
+        return prim
     down = np.array([0.0, -1.0, 0.0])
     if scenario == "table":
         both = np.concatenate([parts["left_hand"], parts["right_hand"]])
@@ -329,7 +349,7 @@ def _try_object(rng: np.random.Generator, scenario: str, hint: dict, verts: np.n
         below = verts[verts[:, 1] < top - 0.02]
         front = below[:, 2].max() if len(below) else hc[2] - half[2]
         cz = max(hc[2] + u(-0.05, 0.1), front + half[2] + 0.01)
-        box = Primitive("box", np.array([hc[0], 0.0, cz]), half, yaw=0.0, color=color("box"))
+        box = Primitive("box", np.array([hc[0], 0.0, cz]), half, yaw=0.0, color=color("box"), label="dining table")
         if not _place_along(box, verts, both, down, pen):
             return None
         _rest_on_floor(box, floor_y)
@@ -339,7 +359,7 @@ def _try_object(rng: np.random.Generator, scenario: str, hint: dict, verts: np.n
         hc = verts[hips].mean(0)
         half = np.array([u(0.22, 0.35), 0.05, u(0.16, 0.24)])
         box = Primitive("box", np.array([hc[0], 0.0, hc[2] + u(-0.1, 0.0)]), half, yaw=u(-0.2, 0.2),
-                        color=color("box"))
+                        color=color("box"), label="chair")
         if not _place_along(box, verts, hips, down, pen):
             return None
         _rest_on_floor(box, floor_y)
@@ -350,10 +370,11 @@ def _try_object(rng: np.random.Generator, scenario: str, hint: dict, verts: np.n
         if rng.random() < 0.6:
             half_y = (top - floor_y) / 2 + u(-0.1, 0.2)
             prim = Primitive("box", np.zeros(3), np.array([u(0.3, 0.6), half_y, u(0.1, 0.25)]),
-                             yaw=u(-0.15, 0.15), color=color("box"))
+                             yaw=u(-0.15, 0.15), color=color("box"), label="wall")
         else:
             half_y = (top - floor_y) / 2 + u(0.0, 0.2)
-            prim = Primitive("cylinder", np.zeros(3), np.array([u(0.12, 0.25), half_y]), color=color("cylinder"))
+            prim = Primitive("cylinder", np.zeros(3), np.array([u(0.12, 0.25), half_y]), color=color("cylinder"),
+                             label="pole")
         prim.center = np.array([verts[back, 0].mean(), floor_y + half_y, 0.0])
         return prim if _place_along(prim, verts, back, np.array([0.0, 0.0, -1.0]), pen) else None
     return None  # "lie": the ground is the only object
@@ -384,7 +405,8 @@ def _build_objects(rng: np.random.Generator, scenario: str, hint: dict, verts: n
     tone = u(0.45, 0.75)
     ground_pen = pen if scenario == "lie" else u(0.004, 0.012)
     objs.append(Primitive("ground", np.zeros(3), np.array([floor_y + ground_pen]),
-                          color=np.array([tone, tone * u(0.85, 1.0), tone * u(0.7, 0.95)], np.float32)))
+                          color=np.array([tone, tone * u(0.85, 1.0), tone * u(0.7, 0.95)], np.float32),
+                          label="supporting"))
     return objs
 
 
@@ -625,7 +647,7 @@ def _generate_split(model, faces: torch.Tensor, part_labels, parts, n: int, spli
         for o, d in zip(objs, sdf):
             ids = np.flatnonzero(d <= contact_eps).astype(np.int64)
             if ids.size:
-                objectwise[o.kind] = ids
+                objectwise[o.name] = ids
         contact = np.zeros(NUM_VERTS, np.uint8)
         for ids in objectwise.values():
             contact[ids] = 1
