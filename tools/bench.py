@@ -142,6 +142,87 @@ def bench_metrics(n: int = 512) -> list[dict]:
     return out
 
 
+def _lift_loop(lm, probs):
+    """Baseline lift: for each sample and view, gather the covered pixels and scatter-add their votes."""
+    import torch
+
+    B, N = probs.shape[0], lm.num_elems
+    acc = torch.zeros(B, N)
+    cnt = torch.zeros(B, N)
+    for b in range(B):
+        for v in range(lm.num_views):
+            m = lm.pix_to_elem[v] >= 0
+            ids = lm.faces[lm.pix_to_elem[v][m]].reshape(-1)
+            w = lm.bary[v][m]
+            p = probs[b, v][m]
+            num = torch.zeros(N).index_add_(0, ids, (w * p[:, None]).reshape(-1))
+            den = torch.zeros(N).index_add_(0, ids, w.reshape(-1))
+            seen = den > 0
+            acc[b] += torch.where(seen, num / den.clamp(min=1e-12), torch.zeros_like(num))
+            cnt[b] += seen.float()
+    return acc / cnt.clamp(min=1)
+
+
+def bench_render(cache: Path) -> list[dict]:
+    """Render / lift figures on the synthetic body's 4 InteractVLM views: lift-map build time (cpu_fast),
+    speed-up over pytorch3d's CPU rasterizer, and vectorised lift vs. a per-sample, per-view loop."""
+    import torch
+
+    from zoo.body.model import BodyModel
+    from zoo.body.synthetic import write_synthetic_body_models
+    from zoo.render.lift import mesh_lift_map
+    from zoo.render.multiview import mesh_fragments
+    from zoo.render.views import VIEW_SETS, canonical_body
+
+    body = BodyModel(str(write_synthetic_body_models(cache / "body_models")), model_type="smpl")
+    verts, faces = canonical_body(body)
+    views = VIEW_SETS["body"]
+    out, maps = [], {}
+
+    def build(size: int, backend: str):
+        p2f, bary, _ = mesh_fragments(verts, faces, views, size, backend)
+        return mesh_lift_map(p2f, bary, faces, verts.shape[0])
+
+    for size in (256, 512):
+        build(size, "cpu_fast")  # warm-up
+        t = time.perf_counter()
+        maps[size] = build(size, "cpu_fast")
+        fast = time.perf_counter() - t
+        out.append({"name": f"render_liftmap_build_s_{size}", "value": fast, "unit": "s", "target": None})
+        t = time.perf_counter()
+        ref = build(size, "pytorch3d")
+        slow = time.perf_counter() - t
+        cov = (ref.pix_to_elem >= 0) | (maps[size].pix_to_elem >= 0)
+        agree = float((ref.pix_to_elem == maps[size].pix_to_elem)[cov].float().mean())
+        out.append({"name": f"render_speedup_vs_pytorch3d_{size}", "value": slow / fast, "unit": "x", "target": 10})
+        out.append({"name": f"render_face_agreement_vs_pytorch3d_{size}", "value": agree, "unit": "frac",
+                    "target": 0.99})
+    from zoo.render.multiview import MultiViewRenderer
+
+    maps[1024] = MultiViewRenderer("body", image_size=1024).render_mesh(verts, faces, cache=False)[1]
+    g = torch.Generator().manual_seed(0)
+    for size in (256, 1024):
+        lm = maps[size]
+        probs = torch.rand(8, 4, size, size, generator=g)
+        lm.lift(probs)  # warm-up (builds the map's pixel lists once)
+        reps = 5 if size == 256 else 2
+        t = time.perf_counter()
+        for _ in range(reps):
+            s_vec = lm.lift(probs)[0]
+        vec = (time.perf_counter() - t) / reps
+        t = time.perf_counter()
+        for _ in range(reps):
+            s_loop = _lift_loop(lm, probs)
+        loop = (time.perf_counter() - t) / reps
+        if not torch.allclose(s_vec, s_loop, atol=1e-4):
+            raise RuntimeError(f"bench_render: vectorised and loop lifts disagree at {size}^2")
+        out.append({"name": f"lift_views_per_s_{size}", "value": 32 / vec, "unit": "views/s", "target": None})
+        out.append({"name": f"lift_loop_views_per_s_{size}", "value": 32 / loop, "unit": "views/s", "target": None})
+        if size == 1024:
+            out.append({"name": "lift_speedup_vs_loop_1024", "value": loop / vec, "unit": "x", "target": 5})
+    return out
+
+
 def main() -> int:
     """Run every benchmark, print the table, write runs/bench/latest.json."""
     import tempfile
@@ -155,7 +236,7 @@ def main() -> int:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory():
         root = _data(cache)
-        rows = bench_datamodule(root) + bench_train_step(root) + bench_metrics()
+        rows = bench_datamodule(root) + bench_train_step(root) + bench_metrics() + bench_render(cache)
     from zoo.core.run import write_text_atomic
 
     write_text_atomic(OUT, json.dumps(rows, indent=2) + "\n")
