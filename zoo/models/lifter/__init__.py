@@ -1,0 +1,1 @@
+"""Feature lifters: turn one prompt embedding into one embedding per rendered view."""
