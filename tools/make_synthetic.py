@@ -3,6 +3,8 @@
 
     python tools/make_synthetic.py body  --out DIR              # smplx-format synthetic body models
     python tools/make_synthetic.py damon --n N --out DIR --seed S  # DAMON-format contact data
+    python tools/make_synthetic.py piad  --n N --out DIR --seed S [--settings Seen Unseen]  # PIAD-format affordance data
+    python tools/make_synthetic.py lemon --n N --out DIR --seed S  # LEMON/3DIR-format human contact + object affordance
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import _cli  # noqa: F401  (puts the checkout on sys.path)
 GENERATORS = {
     "body": "zoo.body.synthetic",
     "damon": "zoo.data.synthetic_damon",
+    "piad": "zoo.data.synthetic_piad",
+    "lemon": "zoo.data.synthetic_lemon",
 }
 
 

@@ -1,0 +1,372 @@
+"""LEMON / 3DIR (LEMON, CVPR 2024) as a LightningDataModule, reading the released on-disk layout.
+
+Files under ``root`` (LEMON's ``Data`` folder), as lemon_3d's ``dataset_3DIR.py`` reads them:
+``txt_scripts/{train,val}.txt`` (image paths) and ``txt_scripts/Point_{train,val}.txt``
+(object point files), ``Images/<Object>/<aff>/<name>.jpg``, ``mask/<Object>/<name>.png``,
+``Objects/<Object>/*.txt``, ``smplh_contact_pkl/<Object>/<aff>/<name>.pkl``,
+``smplh_param/human_label.json``. Stored paths are relative to the folder holding ``Data``
+(``Data/Images/...``); they are resolved as absolute, relative to ``root``'s parent,
+``root``, the working directory, or with their first component dropped relative to
+``root``. The release comes from the LEMON authors (github.com/yyvhang/lemon_3d; BEHAVE
+samples are not read); ``tools/make_synthetic.py lemon --out DIR`` writes a synthetic set.
+
+Per sample (image ``.../Images/<Object>/<aff>/<Object>_<aff>_<n>.jpg``; the object is the
+first ``_`` field of the name and the affordance the second, as lemon_3d parses it):
+
+* the object point file: 2048 rows of ``x y z`` + 17 affordance values in
+  ``LEMON_AFFORDANCES`` order, no leading tokens (20 fields; strict, errors name the file
+  and the 1-based line), centred and scaled to the unit sphere;
+* the SMPL-H contact: the image path with ``Images`` -> ``smplh_contact_pkl`` and
+  ``.jpg`` -> ``.pkl``, a pickled array of 6890 values;
+* the human parameters: ``human_label.json`` under the key ``Images/<Object>/<aff>/<name>.jpg``.
+
+Train pairs each image with a random object cloud of its class, redrawn per epoch from
+(seed, epoch, sample) (exact resume); a seeded ``val_fraction`` of train.txt is the
+validation split (pairs fixed); the test split is val.txt with Point_val.txt aligned.
+
+Batch keys (B = batch size, N = num_points, S = image_size):
+
+* ``points`` float32 (B, N, 3); ``affordance`` float32 (B, N), the image's column;
+  ``affordance_all`` float32 (B, N, 17) (``LEMON_AFFORDANCES`` order);
+  ``affordance_index`` long (B,); ``affordance_name`` list[str]
+* ``object_index`` long (B,) into ``dm.classes`` (sorted); ``object_name`` list[str]
+* ``image`` float32 (B, 3, S, S), ImageNet-normalised (masked to human + object with
+  ``use_mask=True``, as lemon_3d does; absent with ``load_images=False``)
+* ``contact_label`` float32 (B, 6890), SMPL-H vertex contact
+* ``betas`` float32 (B, 16); ``transl`` float32 (B, 3)
+* ``global_orient_rotmat`` float32 (B, 3, 3); ``body_pose_rotmat`` (B, 21, 3, 3);
+  ``left_hand_pose_rotmat``, ``right_hand_pose_rotmat`` (B, 15, 3, 3) rotation matrices
+* ``human_box`` float32 (B, 4), x1, y1, x2, y2 in resized-image pixels
+* ``point_id``, ``image_id`` list[str] (paths as listed); ``index`` long (B,), the image's row
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.core.registry import register
+from zoo.data.piad import CloudCache, PairSampler, load_image
+from zoo.data.piad import read_list as _read_any_list
+
+__all__ = ["LEMON_AFFORDANCES", "LEMON_OBJECTS", "LemonDataset", "LemonDataModule", "read_contact", "lemon_resolve", "read_list"]
+
+LEMON_AFFORDANCES = ["grasp", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move", "pull", "wear",
+                     "press", "cut", "stab", "ride", "play", "carry"]
+LEMON_OBJECTS = ("Backpack", "Bag", "Baseballbat", "Bed", "Bicycle", "Bottle", "Bowl", "Chair", "Earphone", "Guitar",
+                 "Keyboard", "Knife", "Motorcycle", "Mug", "Scissors", "Skateboard", "Suitcase", "Surfboard",
+                 "Tennisracket", "Umbrella", "Vase")
+NUM_VERTS = 6890
+_PARAM_SHAPES = {"shape": (16,), "transl": (3,), "global_orient": (3, 3), "body_pose": (21, 3, 3),
+                 "left_hand_pose": (15, 3, 3), "right_hand_pose": (15, 3, 3)}
+
+
+def read_list(path: str | os.PathLike) -> list[str]:
+    """Non-empty, stripped lines of a LEMON list file; FileNotFoundError naming it if missing."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"LEMON list file not found: {path} (expected txt_scripts/{{train,val}}.txt and "
+                                f"Point_{{train,val}}.txt under the Data folder; write a synthetic set with "
+                                f"`python tools/make_synthetic.py lemon --out DIR`)")
+    return _read_any_list(path)
+
+
+def lemon_resolve(stored: str, root: str) -> str | None:
+    """A stored path resolved: absolute, relative to root's parent, root, the cwd, or without its
+    first component (``Data/``) relative to root; None if nowhere."""
+    if os.path.isabs(stored):
+        return stored if os.path.exists(stored) else None
+    a = os.path.abspath(root)
+    cands = [os.path.join(os.path.dirname(a), stored), os.path.join(a, stored), os.path.join(os.getcwd(), stored)]
+    parts = Path(stored).parts
+    if len(parts) > 1:
+        cands.append(os.path.join(a, *parts[1:]))
+    for c in cands:
+        if os.path.exists(c):
+            return c
+    return None
+
+
+def _strip_to(stored: str, anchor: str) -> str:
+    """The part of a stored path from its ``anchor`` component on (e.g. ``Images/...``)."""
+    parts = Path(stored).parts
+    if anchor in parts:
+        return "/".join(parts[parts.index(anchor):])
+    return "/".join(parts[1:]) if len(parts) > 1 else stored
+
+
+def read_contact(path: str) -> np.ndarray:
+    """A pickled SMPL-H contact array as float32 (6890,); errors name the file."""
+    try:
+        with open(path, "rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    except Exception:
+        try:  # some files may be .npy saved under a .pkl name
+            data = np.load(path, allow_pickle=True)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable contact pickle ({type(e).__name__}: {e})") from e
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.size != NUM_VERTS:
+        raise ValueError(f"{path}: contact has {arr.size} values (shape {arr.shape}), expected {NUM_VERTS} "
+                         f"(one per SMPL-H vertex)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: contact has NaN/inf")
+    return arr.reshape(NUM_VERTS).astype(np.float32)
+
+
+class LemonDataset(Dataset):
+    """(image, object cloud, human contact and parameters) samples of one LEMON list.
+
+    ``mode``: "train" (pairs redrawn per epoch; items indexed by ``i`` or ``(i, epoch)``),
+    "val" (pairs fixed) or "test" (point list aligned line by line).
+    """
+
+    def __init__(self, root: str, split: str, mode: str, rows: np.ndarray | None, classes: list[str],
+                 human: dict, image_size: int = 224, num_points: int = 2048, seed: int = 0,
+                 load_images: bool = True, use_mask: bool = False, cache: CloudCache | None = None):
+        if mode not in ("train", "val", "test"):
+            raise ValueError(f"LemonDataset: mode must be train, val or test, got {mode!r}")
+        self.root = str(root)
+        self.mode = mode
+        self.image_size = image_size
+        self.seed = seed
+        self.load_images = load_images
+        self.use_mask = use_mask
+        self.classes = classes
+        self.human = human
+        self.cache = cache or CloudCache(num_points, n_lead=0)
+        self.img_list = os.path.join(self.root, "txt_scripts", f"{split}.txt")
+        self.pt_list = os.path.join(self.root, "txt_scripts", f"Point_{split}.txt")
+        self.images = read_list(self.img_list)
+        self.points = read_list(self.pt_list)
+        if mode == "test" and len(self.points) != len(self.images):
+            raise ValueError(f"{self.pt_list}: {len(self.points)} point files but {self.img_list} has "
+                             f"{len(self.images)} images (test lists are aligned line by line)")
+        self.labels = []
+        for ln, p in enumerate(self.images, 1):
+            fields = os.path.basename(p).rsplit(".", 1)[0].split("_")
+            if len(fields) < 3 or fields[1] not in LEMON_AFFORDANCES:
+                raise ValueError(f"{self.img_list}: line {ln}: image name {p} does not read <Object>_<affordance>_<n> "
+                                 f"with an affordance among {', '.join(LEMON_AFFORDANCES)}")
+            self.labels.append((fields[0], fields[1]))
+        self.by_class: dict[str, list[int]] = {}
+        for j, p in enumerate(self.points):
+            self.by_class.setdefault(_point_class(p), []).append(j)
+        self.rows = np.arange(len(self.images)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if mode != "test":
+            for r in self.rows.tolist():
+                if self.labels[r][0] not in self.by_class:
+                    raise ValueError(f"{self.img_list}: line {r + 1}: image {self.images[r]} is a '{self.labels[r][0]}'"
+                                     f" but {self.pt_list} lists no object file of that class")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _resolve(self, stored: str, what: str, list_file: str, row: int) -> str:
+        p = lemon_resolve(stored, self.root)
+        if p is None:
+            raise FileNotFoundError(f"{list_file}: line {row + 1}: {what} not found: {stored} (looked under "
+                                    f"{self.root} and its parent)")
+        return p
+
+    def point_row(self, i: int, epoch: int = 0) -> int:
+        """The point-list row paired with item ``i`` in ``epoch``."""
+        row = int(self.rows[i])
+        if self.mode == "test":
+            return row
+        pool = self.by_class[self.labels[row][0]]
+        rng = np.random.default_rng([self.seed, epoch if self.mode == "train" else 0, i])
+        return pool[int(rng.integers(len(pool)))]
+
+    def _human(self, row: int) -> dict[str, Any]:
+        key = _strip_to(self.images[row], "Images")
+        rec = self.human.get(key)
+        if rec is None:
+            raise KeyError(f"{self.img_list}: line {row + 1}: human_label.json has no entry '{key}'")
+        param = rec.get("smplh_param")
+        if not isinstance(param, dict):
+            raise ValueError(f"human_label.json['{key}']: no 'smplh_param' dict")
+        out = {}
+        for k, shape in _PARAM_SHAPES.items():
+            if k not in param:
+                raise ValueError(f"human_label.json['{key}']['smplh_param']: key '{k}' missing")
+            a = np.asarray(param[k], dtype=np.float64)
+            if a.size != int(np.prod(shape)) or not np.isfinite(a).all():
+                raise ValueError(f"human_label.json['{key}']['smplh_param']['{k}']: expected {shape} finite values, "
+                                 f"got shape {a.shape}")
+            out[k] = a.reshape(shape)
+        box = np.asarray(rec.get("human_box", [0, 0, 0, 0]), dtype=np.float64).reshape(-1)
+        if box.size != 4 or not np.isfinite(box).all():
+            raise ValueError(f"human_label.json['{key}']['human_box']: expected [x1, y1, x2, y2], got {box.tolist()}")
+        out["human_box"] = box
+        return out
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        from PIL import Image
+
+        i, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.img_list}: index {i} out of range for {len(self)} samples")
+        row = int(self.rows[i])
+        prow = self.point_row(i, epoch)
+        obj, aff = self.labels[row]
+        xyz, aff_all = self.cache.get(self._resolve(self.points[prow], "object file", self.pt_list, prow))
+        a_idx = LEMON_AFFORDANCES.index(aff)
+        img_rel = _strip_to(self.images[row], "Images")
+        contact_rel = "smplh_contact_pkl/" + img_rel.split("/", 1)[1].rsplit(".", 1)[0] + ".pkl"
+        cpath = lemon_resolve(os.path.join(os.path.basename(os.path.abspath(self.root)), contact_rel), self.root)
+        if cpath is None:
+            raise FileNotFoundError(f"{self.img_list}: line {row + 1}: contact file not found: {contact_rel} "
+                                    f"(under {self.root})")
+        h = self._human(row)
+        ipath = self._resolve(self.images[row], "image", self.img_list, row)
+        S = self.image_size
+        with Image.open(ipath) as im:
+            w0, h0 = im.size
+        item: dict[str, Any] = {
+            "points": torch.from_numpy(xyz),
+            "affordance": torch.from_numpy(np.ascontiguousarray(aff_all[:, a_idx])),
+            "affordance_all": torch.from_numpy(aff_all),
+            "affordance_index": a_idx, "affordance_name": aff,
+            "object_index": self.classes.index(obj), "object_name": obj,
+            "contact_label": torch.from_numpy(read_contact(cpath)),
+            "betas": torch.as_tensor(h["shape"], dtype=torch.float32),
+            "transl": torch.as_tensor(h["transl"], dtype=torch.float32),
+            "global_orient_rotmat": torch.as_tensor(h["global_orient"], dtype=torch.float32),
+            "body_pose_rotmat": torch.as_tensor(h["body_pose"], dtype=torch.float32),
+            "left_hand_pose_rotmat": torch.as_tensor(h["left_hand_pose"], dtype=torch.float32),
+            "right_hand_pose_rotmat": torch.as_tensor(h["right_hand_pose"], dtype=torch.float32),
+            "human_box": torch.as_tensor(h["human_box"] * np.array([S / w0, S / h0, S / w0, S / h0]),
+                                         dtype=torch.float32),
+            "point_id": self.points[prow], "image_id": self.images[row], "index": row,
+        }
+        if self.load_images:
+            img, _ = load_image(ipath, S, f"{self.img_list}: line {row + 1}")
+            if self.use_mask:
+                obj_dir = img_rel.split("/")[1]
+                mrel = f"mask/{obj_dir}/{os.path.basename(img_rel).rsplit('.', 1)[0]}.png"
+                mpath = lemon_resolve(os.path.join(os.path.basename(os.path.abspath(self.root)), mrel), self.root)
+                if mpath is None:
+                    raise FileNotFoundError(f"{self.img_list}: line {row + 1}: mask not found: {mrel} (under {self.root})")
+                with Image.open(mpath) as m:
+                    mk = np.asarray(m.convert("L").resize((S, S), Image.NEAREST)) > 0
+                # Masked-out pixels become black before normalisation, as lemon_3d multiplies the image by the mask.
+                black = (-np.asarray((0.485, 0.456, 0.406)) / np.asarray((0.229, 0.224, 0.225))).astype(np.float32)
+                img = np.where(mk[None], img, black[:, None, None])
+            item["image"] = torch.from_numpy(np.ascontiguousarray(img))
+        return item
+
+
+def _point_class(path: str) -> str:
+    """The object class of a LEMON object file: the folder after ``Objects`` (else the parent folder)."""
+    parts = Path(path).parts
+    if "Objects" in parts and parts.index("Objects") + 1 < len(parts) - 1:
+        return parts[parts.index("Objects") + 1]
+    return Path(path).parent.name
+
+
+@register("datamodule", "lemon")
+class LemonDataModule(L.LightningDataModule):
+    """LEMON/3DIR train/val/test loaders (layout, pairing and batch keys in the module docstring).
+
+    ``val_fraction`` of train.txt (seeded) is the validation split; val.txt is the test
+    split. ``load_images=False`` skips the photos; ``use_mask=True`` blacks out pixels
+    outside the human-object mask as lemon_3d does. ``max_samples`` caps each split.
+    """
+
+    def __init__(self, root: str, batch_size: int = 8, num_workers: int = 0, image_size: int = 224, seed: int = 0,
+                 val_fraction: float = 0.1, num_points: int = 2048, load_images: bool = True, use_mask: bool = False,
+                 max_samples: int | None = None, cache: bool = True, pin_memory: bool = False,
+                 drop_last: bool = False):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"lemon: batch_size must be positive, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"lemon: val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.root = str(root)
+        self._cache = CloudCache(num_points, cache, n_lead=0)
+        self._human: dict | None = None
+        self._classes: list[str] | None = None
+        self.train_set: LemonDataset | None = None
+        self.val_set: LemonDataset | None = None
+        self.test_set: LemonDataset | None = None
+
+    @property
+    def human(self) -> dict:
+        """The parsed ``smplh_param/human_label.json``."""
+        if self._human is None:
+            path = Path(self.root) / "smplh_param" / "human_label.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"LEMON human parameters not found: {path} (write a synthetic set with "
+                                        f"`python tools/make_synthetic.py lemon --out {self.root}`)")
+            try:
+                self._human = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e})") from e
+        return self._human
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted object classes: LEMON's 21 plus any other class the lists name."""
+        if self._classes is None:
+            found = set()
+            for split in ("train", "val"):
+                f = Path(self.root) / "txt_scripts" / f"{split}.txt"
+                if f.is_file():
+                    found |= {os.path.basename(p).split("_")[0] for p in read_list(f)}
+            self._classes = sorted(set(LEMON_OBJECTS) | found)
+        return list(self._classes)
+
+    def _dataset(self, split: str, mode: str, rows) -> LemonDataset:
+        h = self.hparams
+        return LemonDataset(self.root, split, mode, rows, self.classes, self.human, image_size=h.image_size,
+                            num_points=h.num_points, seed=h.seed, load_images=h.load_images, use_mask=h.use_mask,
+                            cache=self._cache)
+
+    def _cap(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.hparams.max_samples is None else rows[: self.hparams.max_samples]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            n = len(read_list(Path(self.root) / "txt_scripts" / "train.txt"))
+            perm = np.random.default_rng(self.hparams.seed).permutation(n)
+            n_val = int(round(self.hparams.val_fraction * n))
+            if self.hparams.val_fraction > 0 and n > 1:
+                n_val = min(max(n_val, 1), n - 1)
+            self.val_set = self._dataset("train", "val", self._cap(np.sort(perm[:n_val])))
+            self.train_set = self._dataset("train", "train", self._cap(np.sort(perm[n_val:])))
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self._dataset("val", "test", None)
+            self.test_set.rows = self._cap(self.test_set.rows)
+
+    def _loader(self, ds: LemonDataset | None, shuffle: bool, name: str) -> DataLoader:
+        if ds is None:
+            raise RuntimeError(f"lemon: the {name} split is not set up; call setup() with the right stage first")
+        h = self.hparams
+        return DataLoader(ds, batch_size=h.batch_size, sampler=PairSampler(len(ds), h.seed) if shuffle else None,
+                          num_workers=h.num_workers, pin_memory=h.pin_memory, drop_last=h.drop_last and shuffle,
+                          persistent_workers=h.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) training samples, object clouds redrawn each epoch."""
+        return self._loader(self.train_set, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation samples (fixed pairs) in list order."""
+        return self._loader(self.val_set, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        """val.txt samples with Point_val.txt aligned."""
+        return self._loader(self.test_set, False, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Same as the test loader."""
+        return self._loader(self.test_set, False, "test")

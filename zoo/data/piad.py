@@ -1,0 +1,471 @@
+"""PIAD (IAGNet, ICCV 2023) as a LightningDataModule, reading the released on-disk layout.
+
+Files under ``root`` (the folder holding the ``Seen``/``Unseen`` setting folders, or a
+setting folder itself): ``Point_{Train,Test}.txt``, ``Img_{Train,Test}.txt``,
+``Box_{Train,Test}.txt``, one path per line. Stored paths are absolute or relative to the
+setting folder, its parent, its grandparent or the working directory (the release stores
+``Data/Seen/...`` relative to IAGNet's checkout). The real PIAD comes from the IAGNet
+authors (github.com/yyvhang/IAGNet); ``tools/make_synthetic.py piad --out DIR`` writes a
+synthetic set in the same layout.
+
+Point files: one point per line, whitespace-separated: two leading tokens (an id and the
+class; skipped), ``x y z`` and the 17 affordance values (22 fields). A line with another
+field count, a non-number, a non-finite value or an affordance outside [0, 1] raises a
+ValueError naming the file and the 1-based line. Points are centred on their mean and
+scaled so the farthest point is at distance 1 (IAGNet's ``pc_normalize``). A file with
+other than ``num_points`` (2048) points is resampled to it (a fixed subset or repetition
+seeded by the file's path), so clouds batch. Parsed clouds are cached in memory.
+
+Names: the object class of a point file is the second-to-last ``_`` field of its name;
+an image name ends ``..._<Object>_<affordance>_<n>.jpg`` and only that affordance's
+column is the label. Train pairs every image with ``pairs_per_image`` random clouds of its
+class, redrawn each epoch from (seed, epoch, sample) so a resumed run sees the same
+pairs; a seeded ``val_fraction`` of the train images forms the validation split (pairs
+fixed); Test pairs the lists line by line.
+
+Batch keys (B = batch size, N = num_points, S = image_size):
+
+* ``points``           float32 (B, N, 3), centred, unit-sphere normalised
+* ``affordance``       float32 (B, N), the image's affordance column
+* ``affordance_all``   float32 (B, N, 17), all columns (``AFFORDANCES`` order)
+* ``affordance_index`` long (B,), column of the label in ``AFFORDANCES``
+* ``affordance_name``  list[str]
+* ``object_index``     long (B,), index into ``dm.classes`` (sorted)
+* ``object_name``      list[str]
+* ``image``            float32 (B, 3, S, S), ImageNet-normalised RGB (absent with ``load_images=False``)
+* ``box_subject``      float32 (B, 4), x0, y0, x1, y1 in resized-image pixels; zeros when the
+  box file has no ``subject`` shape (some PIAD files lack one, as IAGNet also fills zeros)
+* ``box_object``       float32 (B, 4), same for the ``object`` shape
+* ``point_id``         list[str], the point file path as listed (a stable cache key)
+* ``image_id``         list[str], the image path as listed
+* ``index``            long (B,), the sample's image row in its list file
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from zoo.core.registry import register
+from zoo.data.damon import IMAGENET_MEAN, IMAGENET_STD, damon_roots, resolve_path
+
+__all__ = ["AFFORDANCES", "PIAD_OBJECTS", "PiadDataModule", "PiadDataset", "PairSampler", "read_point_file",
+           "read_list", "read_boxes", "CloudCache", "resolve_setting_dir", "pc_normalize", "parse_image_name", "load_image", "point_file_class"]
+
+
+AFFORDANCES = ["grasp", "contain", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move",
+               "display", "push", "listen", "wear", "press", "cut", "stab"]
+# The 23 object classes of PIAD's Seen setting (Unseen uses a subset); dm.classes adds any others found.
+PIAD_OBJECTS = ("Bag", "Bed", "Bottle", "Bowl", "Chair", "Clock", "Dishwasher", "Display", "Door", "Earphone",
+                "Faucet", "Hat", "Keyboard", "Knife", "Laptop", "Microwave", "Mug", "Refrigerator", "Scissors",
+                "StorageFurniture", "Table", "TrashCan", "Vase")
+
+
+def read_list(path: str | os.PathLike) -> list[str]:
+    """Non-empty, stripped lines of a list file; FileNotFoundError naming it if missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PIAD list file not found: {path} (expected Point_/Img_/Box_{{Train,Test}}.txt "
+                                f"in the setting folder; write a synthetic set with "
+                                f"`python tools/make_synthetic.py piad --out DIR`)")
+    with open(path) as fh:
+        return [ln.strip() for ln in fh if ln.strip()]
+
+
+def pc_normalize(pc: np.ndarray) -> np.ndarray:
+    """Centre points (N, 3) on their mean and scale the farthest to distance 1."""
+    pc = pc - pc.mean(0)
+    m = float(np.sqrt((pc ** 2).sum(1)).max())
+    return pc / m if m > 0 else pc
+
+
+def read_point_file(path: str | os.PathLike, n_lead: int = 2, n_aff: int = 17) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a point file strictly: (xyz (N, 3) float64, affordances (N, n_aff) float64), not normalised.
+
+    Each non-empty line must hold ``n_lead`` skipped tokens, xyz and ``n_aff`` values;
+    errors name the file and the 1-based line.
+    """
+    path = str(path)
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        raise FileNotFoundError(f"PIAD point file not readable: {path} ({e})") from e
+    want = n_lead + 3 + n_aff
+    lines = text.splitlines()
+    rows, numbers = [], []
+    for ln, line in enumerate(lines, 1):
+        tok = line.split()
+        if not tok:
+            continue
+        if len(tok) != want:
+            raise ValueError(f"{path}: line {ln}: {len(tok)} fields, expected {want} "
+                             f"({n_lead} leading tokens, x y z, {n_aff} affordance values)")
+        rows.append(ln)
+        numbers.extend(tok[n_lead:])
+    if not rows:
+        raise ValueError(f"{path}: no points (empty file)")
+    try:
+        arr = np.array(numbers, dtype=np.float64).reshape(len(rows), 3 + n_aff)
+    except ValueError:
+        for i, ln in enumerate(rows):  # find the offending line only on failure
+            chunk = numbers[i * (3 + n_aff):(i + 1) * (3 + n_aff)]
+            try:
+                np.array(chunk, dtype=np.float64)
+            except ValueError as e:
+                raise ValueError(f"{path}: line {ln}: not a number ({e})") from None
+        raise
+    bad = ~np.isfinite(arr).all(1)
+    if bad.any():
+        raise ValueError(f"{path}: line {rows[int(np.argmax(bad))]}: non-finite value (NaN or inf)")
+    aff = arr[:, 3:]
+    out = (aff < 0).any(1) | (aff > 1).any(1)
+    if out.any():
+        raise ValueError(f"{path}: line {rows[int(np.argmax(out))]}: affordance value outside [0, 1]")
+    return arr[:, :3], aff
+
+
+def point_file_class(path: str) -> str:
+    """The object class of a point file: the second-to-last ``_`` field of its name."""
+    fields = os.path.basename(path).rsplit(".", 1)[0].split("_")
+    if len(fields) < 2:
+        raise ValueError(f"point file name {path} does not end _<Object>_<n>")
+    return fields[-2]
+
+
+def parse_image_name(path: str) -> tuple[str, str]:
+    """(object, affordance) of an image name ``..._<Object>_<affordance>_<n>.<ext>``."""
+    fields = os.path.basename(path).rsplit(".", 1)[0].split("_")
+    if len(fields) < 3:
+        raise ValueError(f"image name {path} does not end _<Object>_<affordance>_<n>")
+    return fields[-3], fields[-2]
+
+
+def read_boxes(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(subject, object) boxes (4,) x0, y0, x1, y1 from a LabelMe JSON; a missing subject is zeros."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable LabelMe JSON box file ({type(e).__name__}: {e})") from e
+    boxes: dict[str, np.ndarray] = {}
+    for shape in data.get("shapes", []):
+        label = shape.get("label")
+        if label in ("subject", "object"):
+            pts = np.asarray(shape.get("points", []), dtype=np.float64)
+            if pts.shape != (2, 2) or not np.isfinite(pts).all():
+                raise ValueError(f"{path}: shape '{label}' needs two finite corner points, got {pts.tolist()}")
+            boxes[label] = np.concatenate([pts.min(0), pts.max(0)])
+    if "object" not in boxes:
+        raise ValueError(f"{path}: no 'object' shape (LabelMe JSON with 'subject' and 'object' rectangles)")
+    return boxes.get("subject", np.zeros(4)), boxes["object"]
+
+
+def load_image(path: str, size: int, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB image resized to (size, size) as float32 (3, S, S) ImageNet-normalised, and its original (w, h)."""
+    from PIL import Image
+
+    try:
+        im = Image.open(path)
+        if im.format == "JPEG":
+            im.draft("RGB", (size, size))  # decode at reduced scale; the box scale uses the decoded size
+        im = im.convert("RGB")
+    except Exception as e:  # PIL raises several types for broken files
+        raise ValueError(f"{where}: image {path} is not readable ({type(e).__name__}: {e})") from e
+    w, h = im.size
+    arr = np.asarray(im.resize((size, size), Image.BILINEAR), np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), (w, h)
+
+
+def _image_size_of(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+class CloudCache:
+    """Parsed, normalised and resampled point clouds keyed by resolved path."""
+
+    def __init__(self, num_points: int, enabled: bool = True, n_lead: int = 2):
+        self.num_points = num_points
+        self.n_lead = n_lead
+        self.enabled = enabled
+        self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._data.get(path)
+        if hit is not None:
+            return hit
+        xyz, aff = read_point_file(path, n_lead=self.n_lead)
+        xyz = pc_normalize(xyz)
+        n = len(xyz)
+        if n != self.num_points:
+            rng = np.random.default_rng(zlib.crc32(path.encode()))
+            idx = rng.choice(n, self.num_points, replace=n < self.num_points)
+            xyz, aff = xyz[idx], aff[idx]
+        val = (xyz.astype(np.float32), aff.astype(np.float32))
+        if self.enabled:
+            self._data[path] = val
+        return val
+
+
+class PiadDataset(Dataset):
+    """(image, point cloud) pairs of one PIAD split.
+
+    ``mode``: "train" (pairs redrawn per epoch: items are indexed by ``i`` or ``(i, epoch)``),
+    "val" (pairs fixed: epoch 0) or "test" (lists aligned line by line). ``rows`` selects
+    image rows of the list files. Items carry the batch keys of the module docstring.
+    """
+
+    def __init__(self, setting_dir: str, split: str, mode: str, rows: np.ndarray | None = None, classes: list[str] | None = None,
+                 image_size: int = 224, num_points: int = 2048, seed: int = 0, pairs_per_image: int = 1,
+                 load_images: bool = True, cache: CloudCache | None = None):
+        if mode not in ("train", "val", "test"):
+            raise ValueError(f"PiadDataset: mode must be train, val or test, got {mode!r}")
+        self.dir = str(setting_dir)
+        self.roots = damon_roots(setting_dir)
+        self.mode = mode
+        self.image_size = image_size
+        self.seed = seed
+        self.pairs = max(1, int(pairs_per_image)) if mode == "train" else 1
+        self.load_images = load_images
+        self.cache = cache or CloudCache(num_points)
+        self.lists = {k: os.path.join(self.dir, f"{k}_{split}.txt") for k in ("Point", "Img", "Box")}
+        self.points = read_list(self.lists["Point"])
+        self.images = read_list(self.lists["Img"])
+        self.boxes = read_list(self.lists["Box"])
+        if len(self.images) != len(self.boxes):
+            raise ValueError(f"{self.lists['Img']}: {len(self.images)} images but {self.lists['Box']} has "
+                             f"{len(self.boxes)} box files (expected one per image)")
+        if mode == "test" and len(self.points) != len(self.images):
+            raise ValueError(f"{self.lists['Point']}: {len(self.points)} point files but {self.lists['Img']} has "
+                             f"{len(self.images)} images (test lists are aligned line by line)")
+        self.labels = []
+        for ln, p in enumerate(self.images, 1):
+            try:
+                obj, aff = parse_image_name(p)
+            except ValueError as e:
+                raise ValueError(f"{self.lists['Img']}: line {ln}: {e}") from None
+            if aff not in AFFORDANCES:
+                raise ValueError(f"{self.lists['Img']}: line {ln}: image {p} names affordance '{aff}', expected one "
+                                 f"of {', '.join(AFFORDANCES)}")
+            self.labels.append((obj, aff))
+        self.by_class: dict[str, list[int]] = {}
+        for j, p in enumerate(self.points):
+            try:
+                self.by_class.setdefault(point_file_class(p), []).append(j)
+            except ValueError as e:
+                raise ValueError(f"{self.lists['Point']}: line {j + 1}: {e}") from None
+        self.rows = np.arange(len(self.images)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if mode != "test":
+            for r in self.rows.tolist():
+                if self.labels[r][0] not in self.by_class:
+                    raise ValueError(f"{self.lists['Img']}: line {r + 1}: image {self.images[r]} is a "
+                                     f"'{self.labels[r][0]}' but {self.lists['Point']} lists no point file of that "
+                                     f"class (classes there: {', '.join(sorted(self.by_class))})")
+        self.classes = classes if classes is not None else sorted(set(PIAD_OBJECTS) | set(self.by_class))
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.pairs
+
+    def _resolve(self, stored: str, what: str, list_key: str, row: int) -> str:
+        p = resolve_path(stored, self.roots)
+        if p is None:
+            raise FileNotFoundError(f"{self.lists[list_key]}: line {row + 1}: {what} not found: {stored} "
+                                    f"(looked relative to {', '.join(self.roots)})")
+        return p
+
+    def point_row(self, i: int, epoch: int = 0) -> int:
+        """The point-list row paired with item ``i`` in ``epoch``."""
+        row = int(self.rows[i // self.pairs])
+        if self.mode == "test":
+            return row
+        pool = self.by_class[self.labels[row][0]]
+        # A pure function of (seed, epoch, item): the same pairs after a resume, in any worker.
+        rng = np.random.default_rng([self.seed, epoch if self.mode == "train" else 0, i])
+        return pool[int(rng.integers(len(pool)))]
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        i, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.lists['Img']}: index {i} out of range for {len(self)} samples")
+        row = int(self.rows[i // self.pairs])
+        prow = self.point_row(i, epoch)
+        obj, aff = self.labels[row]
+        ppath = self._resolve(self.points[prow], "point file", "Point", prow)
+        xyz, aff_all = self.cache.get(ppath)
+        a_idx = AFFORDANCES.index(aff)
+        if obj not in self.classes:
+            raise ValueError(f"{self.lists['Img']}: line {row + 1}: object '{obj}' is not among the classes "
+                             f"{self.classes}")
+        bpath = self._resolve(self.boxes[row], "box file", "Box", row)
+        subj, objb = read_boxes(bpath)
+        item: dict[str, Any] = {
+            "points": torch.from_numpy(xyz),
+            "affordance": torch.from_numpy(np.ascontiguousarray(aff_all[:, a_idx])),
+            "affordance_all": torch.from_numpy(aff_all),
+            "affordance_index": a_idx,
+            "affordance_name": aff,
+            "object_index": self.classes.index(obj),
+            "object_name": obj,
+            "point_id": self.points[prow],
+            "image_id": self.images[row],
+            "index": row,
+        }
+        ipath = self._resolve(self.images[row], "image", "Img", row)
+        S = self.image_size
+        if self.load_images:
+            img, (w, h) = load_image(ipath, S, f"{self.lists['Img']}: line {row + 1}")
+            item["image"] = torch.from_numpy(img)
+            w0, h0 = _image_size_of(ipath)  # boxes are in the file's pixels, not the draft-decoded ones
+        else:
+            w0, h0 = _image_size_of(ipath)
+        scale = np.array([S / w0, S / h0, S / w0, S / h0])
+        item["box_subject"] = torch.as_tensor(subj * scale, dtype=torch.float32)
+        item["box_object"] = torch.as_tensor(objb * scale, dtype=torch.float32)
+        return item
+
+
+class PairSampler(Sampler):
+    """Yields ``(index, epoch)`` keys, shuffled by (seed, epoch) or in order, so the dataset can
+    draw per-epoch pairs as a pure function of its key (exact resume, any worker count)."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n = n
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every training epoch."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = range(self.n)
+        return iter([(i, self.epoch) for i in order])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def resolve_setting_dir(root: str, setting: str) -> Path:
+    """``root`` itself if it holds the list files, else ``root/setting``; errors say what is missing."""
+    r = Path(root)
+    if (r / "Img_Train.txt").is_file() or (r / "Img_Test.txt").is_file():
+        return r
+    if (r / setting).is_dir():
+        return r / setting
+    raise FileNotFoundError(f"PIAD root {root}: neither it nor {r / setting} holds Img_/Point_/Box_{{Train,Test}}.txt "
+                            f"(point `root` at the PIAD folder with Seen/ and Unseen/, or at a setting folder; "
+                            f"write a synthetic set with `python tools/make_synthetic.py piad --out {root}`)")
+
+
+@register("datamodule", "piad")
+class PiadDataModule(L.LightningDataModule):
+    """PIAD train/val/test loaders (see the module docstring for layout, pairing and batch keys).
+
+    ``setting`` picks the ``Seen``/``Unseen`` folder under ``root`` (ignored when ``root`` is a
+    setting folder). ``val_fraction`` of the train images (seeded) become the validation
+    split; ``max_samples`` caps each split's images. ``load_images=False`` skips decoding
+    the photos (no ``image`` key). ``cache`` keeps parsed clouds in memory.
+    """
+
+    def __init__(self, root: str, setting: str = "Seen", batch_size: int = 8, num_workers: int = 0,
+                 image_size: int = 224, seed: int = 0, pairs_per_image: int = 1, val_fraction: float = 0.1,
+                 num_points: int = 2048, load_images: bool = True, max_samples: int | None = None,
+                 cache: bool = True, pin_memory: bool = False, drop_last: bool = False):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"piad: batch_size must be positive, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"piad: val_fraction must be in [0, 1), got {val_fraction}")
+        if pairs_per_image < 1:
+            raise ValueError(f"piad: pairs_per_image must be >= 1, got {pairs_per_image}")
+        if image_size <= 0 or num_points <= 0:
+            raise ValueError(f"piad: image_size and num_points must be positive, got {image_size}, {num_points}")
+        self.save_hyperparameters()
+        self.root = str(root)
+        self._cache = CloudCache(num_points, cache)
+        self.train_set: PiadDataset | None = None
+        self.val_set: PiadDataset | None = None
+        self.test_set: PiadDataset | None = None
+        self._classes: list[str] | None = None
+
+    @property
+    def setting_dir(self) -> Path:
+        """The folder holding the list files."""
+        return resolve_setting_dir(self.root, self.hparams.setting)
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted object classes: PIAD's 23 plus any other class named by the point lists."""
+        if self._classes is None:
+            found = set()
+            for split in ("Train", "Test"):
+                f = self.setting_dir / f"Point_{split}.txt"
+                if f.is_file():
+                    found |= {point_file_class(p) for p in read_list(f)}
+            self._classes = sorted(set(PIAD_OBJECTS) | found)
+        return list(self._classes)
+
+    def _cap(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.hparams.max_samples is None else rows[: self.hparams.max_samples]
+
+    def _dataset(self, split: str, mode: str, rows: np.ndarray | None) -> PiadDataset:
+        h = self.hparams
+        return PiadDataset(str(self.setting_dir), split, mode, rows, classes=self.classes, image_size=h.image_size,
+                           num_points=h.num_points, seed=h.seed, pairs_per_image=h.pairs_per_image,
+                           load_images=h.load_images, cache=self._cache)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            n = len(read_list(self.setting_dir / "Img_Train.txt"))
+            perm = np.random.default_rng(self.hparams.seed).permutation(n)
+            n_val = int(round(self.hparams.val_fraction * n))
+            if self.hparams.val_fraction > 0 and n > 1:
+                n_val = min(max(n_val, 1), n - 1)
+            self.val_set = self._dataset("Train", "val", self._cap(np.sort(perm[:n_val])))
+            self.train_set = self._dataset("Train", "train", self._cap(np.sort(perm[n_val:])))
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self._dataset("Test", "test", None)
+            if self.hparams.max_samples is not None:
+                self.test_set.rows = self._cap(self.test_set.rows)
+
+    def _loader(self, ds: PiadDataset | None, shuffle: bool, name: str) -> DataLoader:
+        if ds is None:
+            raise RuntimeError(f"piad: the {name} split is not set up; call setup() with the right stage first")
+        h = self.hparams
+        sampler = PairSampler(len(ds), h.seed, shuffle=shuffle) if shuffle else None
+        return DataLoader(ds, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
+                          pin_memory=h.pin_memory, drop_last=h.drop_last and shuffle,
+                          persistent_workers=h.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) training pairs, redrawn each epoch."""
+        return self._loader(self.train_set, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation pairs (fixed) in list order."""
+        return self._loader(self.val_set, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test pairs, lists aligned line by line."""
+        return self._loader(self.test_set, False, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Same as the test loader."""
+        return self._loader(self.test_set, False, "test")
