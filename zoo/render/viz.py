@@ -3,6 +3,10 @@
 ``contact_views_image`` returns a uint8 grid (rows: prediction, then ground truth if given;
 columns: front, back, left, right) for W&B logging; ``contact_views_png`` writes the same
 grid to a PNG atomically. Bodies are taken as Y-up, facing +Z (SMPL's canonical frame).
+
+For Render-Localize-Lift models: ``mask_grid_image`` shows the rendered views with the
+predicted and ground-truth masks overlaid, and ``points_views_image`` a point cloud
+rendered through a multi-view renderer, coloured by predicted and ground-truth scores.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import torch
 
 from zoo.render.raster import intrinsics, look_at_opencv, render_mesh, world_to_camera
 
-__all__ = ["contact_colors", "contact_views_image", "contact_views_png", "VIEW_AZIMUTHS"]
+__all__ = ["contact_colors", "contact_views_image", "contact_views_png", "VIEW_AZIMUTHS", "mask_grid_image",
+           "points_views_image", "save_png"]
 
 # Degrees about +Y; 0 looks at the body's front (+Z side).
 VIEW_AZIMUTHS = {"front": 0.0, "back": 180.0, "left": 90.0, "right": 270.0}
@@ -113,4 +118,94 @@ def contact_views_png(verts, faces, pred, gt=None, path: str | Path = "contact.p
     grid = contact_views_image(verts, faces, pred, gt, views=views, size=size, title=title)
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")
+    return atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def _tile(img: torch.Tensor, size: int) -> np.ndarray:
+    """(3, H, W) or (H, W, 3) float image in [0, 1] -> uint8 (size, size, 3), bilinear resize."""
+    t = img.detach().float().cpu()
+    if t.shape[0] == 3 and t.shape[-1] != 3:
+        t = t.permute(1, 2, 0)
+    if t.shape[:2] != (size, size):
+        t = torch.nn.functional.interpolate(t.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                                            align_corners=False)[0].permute(1, 2, 0)
+    return (t.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _overlay(view: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) view with a (H, W) mask in [0, 1] blended in red; mask values < 0 (ignored pixels) are dimmed."""
+    m = mask.detach().float().cpu()
+    if m.shape != view.shape[-2:]:
+        m = torch.nn.functional.interpolate(m[None, None], size=view.shape[-2:], mode="nearest")[0, 0]
+    ignored = m < 0
+    a = m.clamp(0, 1)[None]
+    # grey base so the normal-map colours of the render cannot be mistaken for the red mask
+    v = view.detach().float().cpu()
+    grey = (0.299 * v[0] + 0.587 * v[1] + 0.114 * v[2])[None].expand(3, -1, -1) * 0.6 + 0.35
+    out = grey * (1 - a) + _RED.view(3, 1, 1) * a
+    return torch.where(ignored[None], torch.ones_like(out), out)
+
+
+def mask_grid_image(views: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor | None = None, size: int = 192,
+                    title: str | None = None) -> np.ndarray:
+    """Rows: rendered views, predicted masks, ground-truth masks (if given); one column per view.
+
+    Args:
+        views: (nV, 3, H, W) renders in [0, 1]. pred: (nV, h, w) mask probabilities.
+        gt: (nV, h, w) target masks in [0, 1], -1 where ignored (render background).
+        size: side of each tile in pixels. title: optional caption.
+    Returns:
+        uint8 array (H, W, 3).
+    """
+    if views.ndim != 4 or views.shape[1] != 3:
+        raise ValueError(f"mask_grid_image: views must be (nV, 3, H, W), got {tuple(views.shape)}")
+    nv = views.shape[0]
+    for name, m in (("pred", pred), ("gt", gt)):
+        if m is not None and (m.ndim != 3 or m.shape[0] != nv):
+            raise ValueError(f"mask_grid_image: {name} must be ({nv}, h, w), got {tuple(m.shape)}")
+    if gt is not None:  # show the prediction only where the target is defined (the rendered object)
+        g = gt.detach().float().cpu()
+        if g.shape[-2:] != pred.shape[-2:]:
+            g = torch.nn.functional.interpolate(g[:, None], size=pred.shape[-2:], mode="nearest")[:, 0]
+        pred = torch.where(g < 0, g, pred.detach().float().cpu())
+    rows = [("view", [views[i] for i in range(nv)]), ("pred", [_overlay(views[i], pred[i]) for i in range(nv)])]
+    if gt is not None:
+        rows.append(("gt", [_overlay(views[i], gt[i]) for i in range(nv)]))
+    header = 24 if title else 0
+    grid = np.full((header + size * len(rows), size * nv, 3), 255, np.uint8)
+    for r, (_, tiles) in enumerate(rows):
+        for c, t in enumerate(tiles):
+            grid[header + r * size: header + (r + 1) * size, c * size:(c + 1) * size] = _tile(t, size)
+    _annotate(grid, title, [n for n, _ in rows], [f"v{c}" for c in range(nv)], size, header)
+    return grid
+
+
+def points_views_image(renderer, points: torch.Tensor, pred, gt=None, size: int = 192,
+                       title: str | None = None) -> np.ndarray:
+    """A point cloud through ``renderer`` (a MultiViewRenderer) coloured by ``pred`` (and ``gt`` in a second row)."""
+    pts = torch.as_tensor(points).float()
+    rows = [("pred", pred)] + ([("gt", gt)] if gt is not None else [])
+    header = 24 if title else 0
+    grid = None
+    for r, (name, vals) in enumerate(rows):
+        v = _as_tensor(vals, name).float().reshape(-1)
+        if v.shape[0] != pts.shape[0]:
+            raise ValueError(f"points_views_image: {name} has {v.shape[0]} values, expected one per point ({pts.shape[0]})")
+        images, _ = renderer.render_points(pts, colors=contact_colors(v))
+        if grid is None:
+            grid = np.full((header + size * len(rows), size * images.shape[0], 3), 255, np.uint8)
+        for c in range(images.shape[0]):
+            grid[header + r * size: header + (r + 1) * size, c * size:(c + 1) * size] = _tile(images[c], size)
+    _annotate(grid, title, [n for n, _ in rows], [f"v{c}" for c in range(grid.shape[1] // size)], size, header)
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 (H, W, 3) image as a PNG atomically; returns the path."""
+    from PIL import Image
+
+    from zoo.core.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
     return atomic_write_bytes(Path(path), buf.getvalue())

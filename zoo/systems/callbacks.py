@@ -10,7 +10,8 @@ import torch
 
 
 class ContactFigures(L.Callback):
-    """On the first test batch, render predicted and ground-truth per-vertex contact for the first
+    """On the first test batch, draw the system's own ``figures(batch, n)`` when it has that method;
+    otherwise render predicted and ground-truth per-vertex contact for the first
     ``n`` samples on the template body from four views; save ``figures/contact_test_<i>.png`` and
     log them to W&B when the logger is a WandbLogger. Skipped (with a note) when the system's
     output has no ``contact`` or the body model files are missing."""
@@ -30,7 +31,12 @@ class ContactFigures(L.Callback):
         return verts, body.faces.cpu().numpy()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
-        if batch_idx != 0 or not trainer.is_global_zero or "contact_label" not in batch:
+        if batch_idx != 0 or not trainer.is_global_zero:
+            return
+        if hasattr(pl_module, "figures"):  # systems that draw their own figures (e.g. mvloc)
+            self._system_figures(trainer, pl_module, batch)
+            return
+        if "contact_label" not in batch or "image" not in batch:
             return
         with torch.no_grad():
             out = pl_module(batch["image"][: self.n])
@@ -63,3 +69,21 @@ class ContactFigures(L.Callback):
         if logger is not None and type(logger).__name__ == "WandbLogger":
             logger.log_image(key="test/contact", images=list(images),
                              caption=[p.name for p in self.paths[-len(images):]])
+
+    def _system_figures(self, trainer, pl_module, batch) -> None:
+        from zoo.render.viz import save_png
+
+        try:
+            figs = pl_module.figures(batch, self.n)
+        except FileNotFoundError as e:
+            print(f"note: figures skipped: {str(e).splitlines()[0]}")
+            return
+        paths = []
+        for name, img in figs:
+            path = self.out_dir / f"test_{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            paths.append(save_png(img, path))
+        self.paths.extend(paths)
+        logger = trainer.logger
+        if figs and logger is not None and type(logger).__name__ == "WandbLogger":
+            logger.log_image(key="test/figures", images=[img for _, img in figs], caption=[p.name for p in paths])
