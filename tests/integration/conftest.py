@@ -26,3 +26,13 @@ def in_tmp(tmp_path, monkeypatch, synth):
     monkeypatch.setenv("ZOO_RUN_DIR", "")
     os.environ.setdefault("WANDB_MODE", "offline")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def synth_piad(tmp_path_factory):
+    """A small synthetic PIAD-format dataset (Seen setting), written once per test session."""
+    from zoo.data.synthetic_piad import generate_piad
+
+    root = tmp_path_factory.mktemp("piad")
+    generate_piad(root, n_objects=48, n_images=48, seed=3, image_size=64)
+    return Path(root)

@@ -1,0 +1,115 @@
+"""mvloc/synthetic_human and mvloc/synthetic_object through the real tools: loss goes down, the
+metrics and figures are written, the export reloads with identical predictions, resume is exact."""
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import train as train_tool  # noqa: E402
+
+HUMAN = ["trainer.log_every_n_steps=1", "data.batch_size=8", "system.renderer.image_size=64", "system.warmup_steps=2"]
+OBJECT = ["trainer.log_every_n_steps=1", "data.batch_size=8", "system.renderer.image_size=64", "system.warmup_steps=2"]
+
+
+def _train(recipe, root, *args) -> Path:
+    os.environ["ZOO_RUN_DIR"] = ""
+    assert train_tool.main([f"recipe={recipe}", f"data.root={root}", *args]) == 0
+    return Path(os.environ["ZOO_RUN_DIR"])
+
+
+def _losses(run: Path) -> list[float]:
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+
+
+def test_mvloc_human_fit_figures_export(synth, in_tmp):
+    _, damon = synth
+    run = _train("mvloc/synthetic_human", damon, *HUMAN, "logger=csv", "trainer.max_epochs=4", "run.name=fit")
+    losses = _losses(run)
+    assert len(losses) >= 12
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.9 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"test/f1", "test/precision", "test/recall", "test/loss_2d", "test/loss_3d"} <= set(m)
+    figs = sorted(p.name for p in (run / "figures").glob("test_*.png"))
+    assert figs == ["test_lifted_0.png", "test_lifted_1.png", "test_lifted_2.png",
+                    "test_views_0.png", "test_views_1.png", "test_views_2.png"]
+
+    import zoo
+    from zoo.core import registry
+
+    model = zoo.load(run / "export").eval()
+    ck = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ck["state_dict"][k]), f"export differs from best.ckpt at {k}"
+    dm = registry.build("datamodule", {"name": "damon", "root": str(damon), "contact_mode": "semantic",
+                                       "load_images": False, "batch_size": 4})
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        p = model.predict_step(batch)
+    assert p.shape == (4, 6890) and 0.0 <= float(p.min()) and float(p.max()) <= 1.0
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise-reproducible CPU runs. With several threads, MKL / oneDNN split the mask decoder's
+    backward reductions differently from one model instance to the next (by buffer alignment), so
+    two identical fresh runs already differ by ~1e-5 after a few steps; with one thread they agree
+    exactly, which lets the resume test demand exact equality."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_mvloc_human_resume_equals_uninterrupted(synth, in_tmp, one_thread):
+    _, damon = synth
+    base = [*HUMAN, "logger=none", "test=false", "export=false", "checkpoint.monitor=null", "data.max_samples=16",
+            "system.total_steps=20"]  # the same LR schedule in the short run that stands in for an interrupted one
+    full = _train("mvloc/synthetic_human", damon, *base, "trainer.max_epochs=2", "run.name=full")
+    part = _train("mvloc/synthetic_human", damon, *base, "trainer.max_epochs=1", "run.name=part")
+    resumed = _train("mvloc/synthetic_human", damon, *base, "trainer.max_epochs=2", f"resume={part}")
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert a["global_step"] == b["global_step"] > 0
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), f"{k} differs after resume"
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"]
+
+
+def test_mvloc_unknown_class_names_it(synth, in_tmp):
+    _, damon = synth
+    os.environ["ZOO_RUN_DIR"] = ""
+    with pytest.raises(ValueError, match=r"batch\['object_name'\] has class '[a-z ]+', not in the prompt vocabulary \['chair'\]"):
+        train_tool.main(["recipe=mvloc/synthetic_human", f"data.root={damon}", *HUMAN, "logger=none",
+                         "system.classes=[chair]", "trainer.max_epochs=1"])
+
+
+def test_mvloc_object_fit_metrics_figures(synth_piad, in_tmp):
+    # Eight training clouds seen eight times: the affordance loss falls and the held-out AUC rises
+    # (0.53 -> 0.59 when this was written; the full recipe reaches 0.79 on 600 clouds).
+    run = _train("mvloc/synthetic_object", synth_piad, *OBJECT, "logger=csv", "trainer.max_epochs=8",
+                 "data.max_samples=8", "run.name=obj")
+    losses = _losses(run)
+    assert len(losses) == 8
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.99 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    auc = [float(r["val/auc"]) for r in rows if r.get("val/auc")]
+    assert len(auc) == 8 and auc[-1] > auc[0] + 0.03, f"val/auc did not rise: {auc}"
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"test/sim", "test/mae", "test/auc", "test/aiou"} <= set(m)
+    assert 0.0 <= m["test/sim"] <= 1.0 and 0.0 <= m["test/auc"] <= 1.0 and 0.0 <= m["test/aiou"] <= 1.0
+    figs = sorted(p.name for p in (run / "figures").glob("test_*.png"))
+    assert figs == ["test_lifted_0.png", "test_lifted_1.png", "test_lifted_2.png",
+                    "test_views_0.png", "test_views_1.png", "test_views_2.png"]
