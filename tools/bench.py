@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -252,7 +251,7 @@ def bench_mvloc_step(root: Path, cache: Path, steps: int = 6) -> list[dict]:
         opt = torch.optim.AdamW([p for p in system.parameters() if p.requires_grad], lr=1e-4)
         system.train()
 
-        def run(clear: bool) -> float:
+        def run(system, opt, batches, clear: bool) -> float:
             # first pass fills the caches (not timed)
             for b in batches[:1]:
                 system.compute_losses(b, system(b))["loss"].backward()
@@ -266,7 +265,7 @@ def bench_mvloc_step(root: Path, cache: Path, steps: int = 6) -> list[dict]:
                 opt.step()
             return (time.perf_counter() - t) / len(batches)
 
-        cached, fresh = run(False), run(True)
+        cached, fresh = run(system, opt, batches, False), run(system, opt, batches, True)
         out.append({"name": f"mvloc_{task}_step_s_cached_renders", "value": cached, "unit": "s", "target": None})
         out.append({"name": f"mvloc_{task}_step_s_uncached", "value": fresh, "unit": "s", "target": None})
         out.append({"name": f"mvloc_{task}_render_cache_speedup", "value": fresh / cached, "unit": "x", "target": None})

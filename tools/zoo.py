@@ -38,7 +38,6 @@ else:
     import difflib
     import fnmatch
     import importlib.util
-    import os
     from typing import Any
 
     from zoo.core import registry

@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.body.mesh import (DECO_PART_NAMES, NUM_DECO_PART_CLASSES, SMPL_PART_NAMES, deco_part_labels,
-                           geodesic_distances, mesh_edges, part_vertex_ids, vertex_normals, vertex_part_labels)
+from zoo.body.mesh import (
+    DECO_PART_NAMES,
+    NUM_DECO_PART_CLASSES,
+    SMPL_PART_NAMES,
+    deco_part_labels,
+    geodesic_distances,
+    mesh_edges,
+    part_vertex_ids,
+    vertex_normals,
+    vertex_part_labels,
+)
 from zoo.body.skeleton import SMPLH_JOINT_NAMES
 
 SQUARE_V = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.float64)

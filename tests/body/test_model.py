@@ -1,5 +1,4 @@
 """BodyModel over smplx: loading, posing, skinning sanity, error messages."""
-import pickle
 
 import numpy as np
 import pytest

@@ -8,8 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data.synthetic_damon import (OBJECT_CLASS, OBJECT_LABELS, PERSON_CLASS, Primitive, _place_along, generate_damon,
-                                      primitive_sdf)
+from zoo.data.synthetic_damon import (
+    OBJECT_CLASS,
+    OBJECT_LABELS,
+    PERSON_CLASS,
+    Primitive,
+    _place_along,
+    generate_damon,
+    primitive_sdf,
+)
 
 CHECK = Path("/work/shared/tools/check_formats.py")
 

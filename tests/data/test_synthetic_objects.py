@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from zoo.data.objects import (AFFORDANCES, CLASS_AFFORDANCES, OBJECT_CLASSES, affordance_falloff, make_object,
-                              sample_surface)
+from zoo.data.objects import (
+    AFFORDANCES,
+    CLASS_AFFORDANCES,
+    OBJECT_CLASSES,
+    affordance_falloff,
+    make_object,
+    sample_surface,
+)
 
 
 def test_falloff_hand_values():

@@ -1,13 +1,21 @@
 """CPU rasterizer: hand-computed coverage and barycentrics, occlusion, cameras, pytorch3d agreement."""
-import math
 
 import numpy as np
 import pytest
 import torch
-
-from zoo.render.raster import (CpuRasterizer, intrinsics, look_at_opencv, merge_meshes, project_opencv, rasterize,
-                               render_mesh, vertex_normals, world_to_camera)
 from meshes import ellipsoid
+
+from zoo.render.raster import (
+    CpuRasterizer,
+    intrinsics,
+    look_at_opencv,
+    merge_meshes,
+    project_opencv,
+    rasterize,
+    render_mesh,
+    vertex_normals,
+    world_to_camera,
+)
 
 
 def _tri(pts, z=(1.0, 1.0, 1.0)):

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from meshes import ellipsoid
 from PIL import Image
 
 from zoo.render.viz import contact_colors, contact_views_image, contact_views_png
-from meshes import ellipsoid
 
 _ellipsoid = ellipsoid
 

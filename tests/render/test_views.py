@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from zoo.render.raster import project_opencv
-from zoo.render.views import (VIEW_SETS, camera_numbers, canonical_body, canonical_body_pose, opencv_cameras,
-                              resolve_views, view_cameras)
+from zoo.render.views import (
+    VIEW_SETS,
+    camera_numbers,
+    canonical_body,
+    canonical_body_pose,
+    opencv_cameras,
+    resolve_views,
+    view_cameras,
+)
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ class _Prim:
     owner: str
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
-    def mirrored(self) -> "_Prim":
+    def mirrored(self) -> _Prim:
         flip = lambda p: (-p[0], p[1], p[2])  # noqa: E731
         owner = self.owner.replace("left_", "right_") if self.owner.startswith("left_") else self.owner
         return _Prim(flip(self.a), flip(self.b), self.ra, self.rb, owner, self.scale)

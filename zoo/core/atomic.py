@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "sha256_file"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 KINDS = (
     "system", "datamodule", "vlm", "localizer", "lifter", "backbone", "pose_prior",

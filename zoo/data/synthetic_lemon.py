@@ -32,7 +32,6 @@ Deterministic: sample ``i`` of split ``s`` draws from ``default_rng([seed, s, i]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import pickle

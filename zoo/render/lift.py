@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +170,7 @@ class LiftMap:
         return out.view(B, self.num_views, H, W)
 
     # ------------------------------------------------------------------ io
-    def to(self, device: torch.device | str) -> "LiftMap":
+    def to(self, device: torch.device | str) -> LiftMap:
         """A copy of the map on ``device``."""
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return LiftMap(self.kind, mv(self.pix_to_elem), mv(self.bary), mv(self.faces), self.num_elems, mv(self.images))
@@ -189,7 +190,7 @@ class LiftMap:
             torch.save(self.state(), tmp)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "LiftMap":
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LiftMap:
         """Read a map written by :meth:`save`; a bad file raises ValueError naming it."""
         path = Path(path)
         if not path.is_file():
@@ -243,7 +244,7 @@ def build_lift_map(kind: Literal["mesh", "points"], geometry: torch.Tensor, view
 
 
 # ---------------------------------------------------------------------- disk cache
-def _feed(h: "hashlib._Hash", x: Any) -> None:
+def _feed(h: hashlib._Hash, x: Any) -> None:
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())

@@ -12,7 +12,8 @@ moved to the input's device. Mesh maps are cached on disk (``cache_dir``, defaul
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn

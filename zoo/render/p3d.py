@@ -10,7 +10,7 @@ coarse-to-fine path is CUDA-only). pytorch3d is imported inside the functions, s
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -18,7 +18,8 @@ a 13.8k-face body rasterizes in tens of milliseconds on one CPU core.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn

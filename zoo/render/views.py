@@ -21,7 +21,7 @@ what pytorch3d's ``cameras_from_opencv_projection`` inverts.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
