@@ -113,3 +113,12 @@ def test_mvloc_object_fit_metrics_figures(synth_piad, in_tmp):
     figs = sorted(p.name for p in (run / "figures").glob("test_*.png"))
     assert figs == ["test_lifted_0.png", "test_lifted_1.png", "test_lifted_2.png",
                     "test_views_0.png", "test_views_1.png", "test_views_2.png"]
+
+
+def test_mvloc_figures_reach_wandb(synth, in_tmp):
+    _, damon = synth
+    run = _train("mvloc/synthetic_human", damon, *HUMAN, "logger=wandb", "trainer.max_epochs=1", "data.max_samples=16",
+                 "export=false", "run.name=wb")
+    media = sorted(p.name for p in (run / "wandb").glob("offline-run-*/files/media/images/test/*.png"))
+    assert len(media) == 6, f"expected the 6 test figures as W&B images, found {media}"
+    assert all(n.startswith("figures_") for n in media)
