@@ -48,6 +48,19 @@ def main(argv: list[str]) -> int:
 
         extra.append(ContactFigures(run_dir / "figures"))
     trainer = run.build_trainer(rec, run_dir, logger, wandb_id, extra_callbacks=extra)
+    failed = True
+    try:
+        code = _fit_test_export(rec, run_dir, resume_ckpt, system, data, trainer)
+        failed = code != 0
+        return code
+    finally:
+        run.finish_logger(logger, failed=failed)
+
+
+def _fit_test_export(rec, run_dir, resume_ckpt, system, data, trainer) -> int:
+    """Fit (resuming from ``resume_ckpt``), test the best checkpoint, write metrics.json and the export."""
+    from zoo.core import run
+
     trainer.fit(system, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     if trainer.interrupted:
         print(f"interrupted; resume with: python tools/train.py recipe={rec.name} resume={run_dir}", file=sys.stderr)

@@ -66,6 +66,17 @@ def test_resume_last_and_wandb_id_kept(toy_env, monkeypatch):
     assert ck["zoo"]["wandb_id"] == wid and ck["epoch"] == 1
 
 
+def test_each_training_in_one_process_gets_its_own_wandb_run(toy_env, monkeypatch):
+    import wandb
+
+    a = _train(monkeypatch, "logger=wandb", "trainer.max_epochs=1", "run.name=wa")
+    assert wandb.run is None, "the W&B run must be finished when train.main returns"
+    b = _train(monkeypatch, "logger=wandb", "trainer.max_epochs=1", "run.name=wb")
+    ida, idb = ((r / "wandb_id.txt").read_text().strip() for r in (a, b))
+    assert ida != idb
+    assert list((b / "wandb").glob(f"offline-run-*-{idb}")), "second training logged into the first one's run"
+
+
 def test_resume_missing_is_clear(toy_env, monkeypatch, capsys):
     monkeypatch.setenv(RUN_DIR_ENV, "")
     with pytest.raises(SystemExit):

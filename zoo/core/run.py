@@ -188,6 +188,18 @@ def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None):
     return logger, wandb_id
 
 
+def finish_logger(logger, failed: bool = False) -> None:
+    """Close the logger's run. W&B keeps one run per process: unless it is finished, the next
+    WandbLogger in the same process (a second training from Python, a sweep, a test session)
+    silently logs into this one."""
+    if type(logger).__name__ != "WandbLogger":
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
 # --------------------------------------------------------------------------- trainer
 
 
