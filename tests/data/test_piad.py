@@ -82,28 +82,18 @@ def test_tiny_folder_exact_values(tiny):
     assert "image" not in item and torch.allclose(item["box_object"], torch.tensor([0.8 * 28, 0.8 * 28 * 2 / 2, 112.0, 112.0]))
 
 
-def test_bad_point_files_name_file_and_line(tmp_path):
-    good = [f"id Mug {i} {i} {i} " + " ".join(["0.5"] * 17) for i in range(10)]
+@pytest.mark.parametrize("line_no, text, message", [
+    (7, "id Mug 1 2 3 " + " ".join(["0.5"] * 16), r"Point_Train_Mug_1\.txt: line 7: 21 fields, expected 22"),
+    (3, "id Mug nan 2 3 " + " ".join(["0.5"] * 17), r"Point_Train_Mug_1\.txt: line 3: non-finite"),
+    (5, "id Mug 1 x 3 " + " ".join(["0.5"] * 17), r"Point_Train_Mug_1\.txt: line 5: not a number"),
+    (9, "id Mug 1 2 3 " + " ".join(["1.5"] * 17), r"Point_Train_Mug_1\.txt: line 9: affordance value outside \[0, 1\]"),
+])
+def test_bad_point_files_name_file_and_line(tmp_path, line_no, text, message):
+    lines = [f"id Mug {i} {i} {i} " + " ".join(["0.5"] * 17) for i in range(10)]
+    lines[line_no - 1] = text
     f = tmp_path / "Point_Train_Mug_1.txt"
-    lines = list(good)
-    lines[6] = "id Mug 1 2 3 " + " ".join(["0.5"] * 16)
     f.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"Point_Train_Mug_1\.txt: line 7: 21 fields, expected 22"):
-        read_point_file(f)
-    lines = list(good)
-    lines[2] = "id Mug nan 2 3 " + " ".join(["0.5"] * 17)
-    f.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"Point_Train_Mug_1\.txt: line 3: non-finite"):
-        read_point_file(f)
-    lines = list(good)
-    lines[4] = "id Mug 1 x 3 " + " ".join(["0.5"] * 17)
-    f.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"line 5: not a number"):
-        read_point_file(f)
-    lines = list(good)
-    lines[8] = "id Mug 1 2 3 " + " ".join(["1.5"] * 17)
-    f.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"line 9: affordance value outside \[0, 1\]"):
+    with pytest.raises(ValueError, match=message):
         read_point_file(f)
 
 

@@ -36,3 +36,28 @@ def synth_piad(tmp_path_factory):
     root = tmp_path_factory.mktemp("piad")
     generate_piad(root, n_objects=48, n_images=48, seed=3, image_size=64)
     return Path(root)
+
+
+def _assert_same_last_checkpoint(full: Path, resumed: Path) -> None:
+    """The resumed run's last.ckpt equals the uninterrupted one's: step, every weight, every
+    optimiser state tensor and the LR schedulers' state."""
+    import torch
+
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert a["global_step"] == b["global_step"] > 0
+    assert set(a["state_dict"]) == set(b["state_dict"])
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), f"{k} differs after resume"
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert set(sa) == set(sb) and sa
+    for i in sa:
+        for key, v in sa[i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][key])), f"optimizer state {i}/{key} differs"
+    assert a.get("lr_schedulers") == b.get("lr_schedulers")
+
+
+@pytest.fixture
+def same_last_checkpoint():
+    """Asserts that two runs' last checkpoints are equal (see _assert_same_last_checkpoint)."""
+    return _assert_same_last_checkpoint

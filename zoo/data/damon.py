@@ -43,13 +43,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from zoo.core.registry import register
-from zoo.data.sampling import EpochShuffleSampler
+from zoo.data.base import SplitDataModule, seeded_split
 
 __all__ = ["DamonDataset", "DamonDataModule", "collate_damon", "resolve_path", "damon_roots", "IMAGENET_MEAN", "IMAGENET_STD",
            "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES", "DamonObjectPairs"]
@@ -366,7 +365,7 @@ def load_npz(path: str | os.PathLike, root: str, model_type: str = "smpl") -> di
 
 
 @register("datamodule", "damon")
-class DamonDataModule(L.LightningDataModule):
+class DamonDataModule(SplitDataModule):
     """DAMON train/val/test loaders (train/val split from trainval by a seeded fraction; test from the test npz).
 
     ``skip_bad=True`` validates every sample once at setup and drops the bad ones, counted
@@ -377,6 +376,8 @@ class DamonDataModule(L.LightningDataModule):
     module docstring). ``cache`` keeps decoded, resized arrays
     in memory for splits of at most ``cache_limit`` samples.
     """
+
+    data_name = "damon"
 
     def __init__(self, root: str, batch_size: int = 16, num_workers: int = 0, image_size: int = 256,
                  seg_size: int = 256, val_fraction: float = 0.1, skip_bad: bool = False, model_type: str = "smpl",
@@ -454,19 +455,11 @@ class DamonDataModule(L.LightningDataModule):
         ds.rows = np.asarray(good, dtype=np.int64)
         return ds
 
-    def _cap(self, rows: np.ndarray) -> np.ndarray:
-        return rows if self.hparams.max_samples is None else rows[: self.hparams.max_samples]
-
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
         if stage in (None, "fit", "validate") and "trainval" not in self._checked:
             data = load_npz(self.npz_path("trainval"), self.root, self.hparams.model_type)
-            n = len(data["imgname"])
-            perm = np.random.default_rng(self.hparams.seed).permutation(n)
-            n_val = int(round(self.hparams.val_fraction * n))
-            if self.hparams.val_fraction > 0 and n > 1:
-                n_val = min(max(n_val, 1), n - 1)
-            val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            val_rows, train_rows = seeded_split(len(data["imgname"]), self.hparams.val_fraction, self.hparams.seed)
             self.train_set = self._filter(self._dataset("trainval", self._cap(train_rows), data), "train")
             self.val_set = self._filter(self._dataset("trainval", self._cap(val_rows), data), "val")
             self._checked.add("trainval")
@@ -476,29 +469,8 @@ class DamonDataModule(L.LightningDataModule):
             self.test_set = self._filter(self._dataset("test", rows, data), "test")
             self._checked.add("test")
 
-    def _loader(self, ds: DamonDataset | None, shuffle: bool, name: str) -> DataLoader:
-        ds = self._pairs(ds)
-        if ds is None:
-            raise RuntimeError(f"damon: the {name} split is not set up; call setup() with the right stage first")
-        # The order depends only on (seed, epoch): resumed runs see the same batches.
-        sampler = EpochShuffleSampler(len(ds), self.hparams.seed) if shuffle else None
-        return DataLoader(ds, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
-                          pin_memory=self.hparams.pin_memory, drop_last=self.hparams.drop_last and shuffle,
-                          collate_fn=collate_damon,
-                          persistent_workers=self.hparams.num_workers > 0)
+    def _loader_dataset(self, ds: DamonDataset | None) -> Dataset | None:
+        return self._pairs(ds)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training batches."""
-        return self._loader(self.train_set, True, "train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in file order."""
-        return self._loader(self.val_set, False, "val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches (hot_dca_test.npz) in file order."""
-        return self._loader(self.test_set, False, "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as the test loader."""
-        return self._loader(self.test_set, False, "test")
+    def _collate(self):
+        return collate_damon

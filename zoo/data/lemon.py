@@ -47,14 +47,15 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from zoo.core.registry import register
-from zoo.data.piad import CloudCache, PairSampler, load_image
+from zoo.data.base import SplitDataModule, seeded_split
+from zoo.data.piad import CloudCache, load_image
 from zoo.data.piad import read_list as _read_any_list
+from zoo.data.sampling import PairSampler
 
 __all__ = ["LEMON_AFFORDANCES", "LEMON_OBJECTS", "LemonDataset", "LemonDataModule", "read_contact", "lemon_resolve", "read_list"]
 
@@ -272,13 +273,15 @@ def _point_class(path: str) -> str:
 
 
 @register("datamodule", "lemon")
-class LemonDataModule(L.LightningDataModule):
+class LemonDataModule(SplitDataModule):
     """LEMON/3DIR train/val/test loaders (layout, pairing and batch keys in the module docstring).
 
     ``val_fraction`` of train.txt (seeded) is the validation split; val.txt is the test
     split. ``load_images=False`` skips the photos; ``use_mask=True`` blacks out pixels
     outside the human-object mask as lemon_3d does. ``max_samples`` caps each split.
     """
+
+    data_name = "lemon"
 
     def __init__(self, root: str, batch_size: int = 8, num_workers: int = 0, image_size: int = 224, seed: int = 0,
                  val_fraction: float = 0.1, num_points: int = 2048, load_images: bool = True, use_mask: bool = False,
@@ -330,43 +333,17 @@ class LemonDataModule(L.LightningDataModule):
                             num_points=h.num_points, seed=h.seed, load_images=h.load_images, use_mask=h.use_mask,
                             cache=self._cache)
 
-    def _cap(self, rows: np.ndarray) -> np.ndarray:
-        return rows if self.hparams.max_samples is None else rows[: self.hparams.max_samples]
-
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
         if stage in (None, "fit", "validate") and self.train_set is None:
             n = len(read_list(Path(self.root) / "txt_scripts" / "train.txt"))
-            perm = np.random.default_rng(self.hparams.seed).permutation(n)
-            n_val = int(round(self.hparams.val_fraction * n))
-            if self.hparams.val_fraction > 0 and n > 1:
-                n_val = min(max(n_val, 1), n - 1)
-            self.val_set = self._dataset("train", "val", self._cap(np.sort(perm[:n_val])))
-            self.train_set = self._dataset("train", "train", self._cap(np.sort(perm[n_val:])))
+            val_rows, train_rows = seeded_split(n, self.hparams.val_fraction, self.hparams.seed)
+            self.val_set = self._dataset("train", "val", self._cap(val_rows))
+            self.train_set = self._dataset("train", "train", self._cap(train_rows))
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._dataset("val", "test", None)
             self.test_set.rows = self._cap(self.test_set.rows)
 
-    def _loader(self, ds: LemonDataset | None, shuffle: bool, name: str) -> DataLoader:
-        if ds is None:
-            raise RuntimeError(f"lemon: the {name} split is not set up; call setup() with the right stage first")
-        h = self.hparams
-        return DataLoader(ds, batch_size=h.batch_size, sampler=PairSampler(len(ds), h.seed) if shuffle else None,
-                          num_workers=h.num_workers, pin_memory=h.pin_memory, drop_last=h.drop_last and shuffle,
-                          persistent_workers=h.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training samples, object clouds redrawn each epoch."""
-        return self._loader(self.train_set, True, "train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation samples (fixed pairs) in list order."""
-        return self._loader(self.val_set, False, "val")
-
-    def test_dataloader(self) -> DataLoader:
-        """val.txt samples with Point_val.txt aligned."""
-        return self._loader(self.test_set, False, "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as the test loader."""
-        return self._loader(self.test_set, False, "test")
+    def _sampler(self, n: int) -> PairSampler:
+        # (index, epoch) keys: object clouds are redrawn per epoch
+        return PairSampler(n, self.hparams.seed)

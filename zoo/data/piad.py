@@ -48,13 +48,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from zoo.core.registry import register
+from zoo.data.base import SplitDataModule, seeded_split
 from zoo.data.damon import IMAGENET_MEAN, IMAGENET_STD, damon_roots, resolve_path
+from zoo.data.sampling import PairSampler
 
 __all__ = ["AFFORDANCES", "PIAD_OBJECTS", "PiadDataModule", "PiadDataset", "PairSampler", "read_point_file",
            "read_list", "read_boxes", "CloudCache", "resolve_setting_dir", "pc_normalize", "parse_image_name", "load_image", "point_file_class"]
@@ -335,32 +336,6 @@ class PiadDataset(Dataset):
         return item
 
 
-class PairSampler(Sampler):
-    """Yields ``(index, epoch)`` keys, shuffled by (seed, epoch) or in order, so the dataset can
-    draw per-epoch pairs as a pure function of its key (exact resume, any worker count)."""
-
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
-        self.n = n
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every training epoch."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = range(self.n)
-        return iter([(i, self.epoch) for i in order])
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def resolve_setting_dir(root: str, setting: str) -> Path:
     """``root`` itself if it holds the list files, else ``root/setting``; errors say what is missing."""
     r = Path(root)
@@ -374,7 +349,7 @@ def resolve_setting_dir(root: str, setting: str) -> Path:
 
 
 @register("datamodule", "piad")
-class PiadDataModule(L.LightningDataModule):
+class PiadDataModule(SplitDataModule):
     """PIAD train/val/test loaders (see the module docstring for layout, pairing and batch keys).
 
     ``setting`` picks the ``Seen``/``Unseen`` folder under ``root`` (ignored when ``root`` is a
@@ -382,6 +357,8 @@ class PiadDataModule(L.LightningDataModule):
     split; ``max_samples`` caps each split's images. ``load_images=False`` skips decoding
     the photos (no ``image`` key). ``cache`` keeps parsed clouds in memory.
     """
+
+    data_name = "piad"
 
     def __init__(self, root: str, setting: str = "Seen", batch_size: int = 8, num_workers: int = 0,
                  image_size: int = 224, seed: int = 0, pairs_per_image: int = 1, val_fraction: float = 0.1,
@@ -421,9 +398,6 @@ class PiadDataModule(L.LightningDataModule):
             self._classes = sorted(set(PIAD_OBJECTS) | found)
         return list(self._classes)
 
-    def _cap(self, rows: np.ndarray) -> np.ndarray:
-        return rows if self.hparams.max_samples is None else rows[: self.hparams.max_samples]
-
     def _dataset(self, split: str, mode: str, rows: np.ndarray | None) -> PiadDataset:
         h = self.hparams
         return PiadDataset(str(self.setting_dir), split, mode, rows, classes=self.classes, image_size=h.image_size,
@@ -434,38 +408,14 @@ class PiadDataModule(L.LightningDataModule):
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
         if stage in (None, "fit", "validate") and self.train_set is None:
             n = len(read_list(self.setting_dir / "Img_Train.txt"))
-            perm = np.random.default_rng(self.hparams.seed).permutation(n)
-            n_val = int(round(self.hparams.val_fraction * n))
-            if self.hparams.val_fraction > 0 and n > 1:
-                n_val = min(max(n_val, 1), n - 1)
-            self.val_set = self._dataset("Train", "val", self._cap(np.sort(perm[:n_val])))
-            self.train_set = self._dataset("Train", "train", self._cap(np.sort(perm[n_val:])))
+            val_rows, train_rows = seeded_split(n, self.hparams.val_fraction, self.hparams.seed)
+            self.val_set = self._dataset("Train", "val", self._cap(val_rows))
+            self.train_set = self._dataset("Train", "train", self._cap(train_rows))
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._dataset("Test", "test", None)
             if self.hparams.max_samples is not None:
                 self.test_set.rows = self._cap(self.test_set.rows)
 
-    def _loader(self, ds: PiadDataset | None, shuffle: bool, name: str) -> DataLoader:
-        if ds is None:
-            raise RuntimeError(f"piad: the {name} split is not set up; call setup() with the right stage first")
-        h = self.hparams
-        sampler = PairSampler(len(ds), h.seed, shuffle=shuffle) if shuffle else None
-        return DataLoader(ds, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
-                          pin_memory=h.pin_memory, drop_last=h.drop_last and shuffle,
-                          persistent_workers=h.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training pairs, redrawn each epoch."""
-        return self._loader(self.train_set, True, "train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation pairs (fixed) in list order."""
-        return self._loader(self.val_set, False, "val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test pairs, lists aligned line by line."""
-        return self._loader(self.test_set, False, "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as the test loader."""
-        return self._loader(self.test_set, False, "test")
+    def _sampler(self, n: int) -> PairSampler:
+        # (index, epoch) keys: each training image is paired with a cloud redrawn per epoch
+        return PairSampler(n, self.hparams.seed)

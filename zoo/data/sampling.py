@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+__all__ = ["EpochShuffleSampler", "PairSampler"]
+
 
 class EpochShuffleSampler(Sampler[int]):
     """A random permutation of range(n) drawn from a generator seeded with seed + epoch."""
@@ -24,3 +26,16 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+class PairSampler(EpochShuffleSampler):
+    """Yields ``(index, epoch)`` keys, shuffled as EpochShuffleSampler or in order, so a dataset
+    can draw per-epoch pairs as a pure function of its key (exact resume, any worker count)."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        super().__init__(n, seed)
+        self.shuffle = shuffle
+
+    def __iter__(self):
+        order = super().__iter__() if self.shuffle else iter(range(self.n))
+        return iter([(i, self.epoch) for i in order])

@@ -65,7 +65,7 @@ from zoo.render.raster import merge_meshes, project_opencv, rasterize, vertex_no
 
 __all__ = [
     "SCENE_CLASSES", "OBJECT_CLASS", "OBJECT_LABELS", "PERSON_CLASS", "BACKGROUND_CLASS", "SCENARIOS", "IMAGE_DIR",
-    "Primitive", "primitive_sdf", "primitive_mesh", "generate_damon", "save_npz_deterministic", "cli",
+    "Primitive", "primitive_sdf", "primitive_mesh", "generate_damon", "save_npz_deterministic", "framing_pose", "cli",
 ]
 
 PERSON_CLASS = 0
@@ -468,17 +468,25 @@ def _camera(rng, scenario: str, pts: np.ndarray, size: int) -> tuple[np.ndarray,
     el = math.radians(u(25, 45) if scenario == "lie" else u(0, 25))
     f = size * u(1.1, 1.5)
     K = np.array([[f, 0, size / 2 + u(-4, 4)], [0, f, size / 2 + u(-4, 4)], [0, 0, 1]])
+    # Distance at which the bounding sphere spans about 85% of the image.
+    R, t = framing_pose(pts, az, el, f, 0.425 * size)
+    return R, t, K
+
+
+def framing_pose(pts: np.ndarray, az: float, el: float, f: float, half_span: float) -> tuple[np.ndarray, np.ndarray]:
+    """World->camera (R, t) of an OpenCV camera (y down) looking at the centre of ``pts`` from
+    azimuth ``az`` and elevation ``el`` (radians, y up), far enough that the points' bounding
+    sphere spans ``half_span`` pixels either side of the centre at focal length ``f``."""
     c = (pts.max(0) + pts.min(0)) / 2
     r = np.linalg.norm(pts - c, axis=1).max()
-    # Distance at which the bounding sphere spans about 85% of the image.
-    dist = r * math.sqrt(1 + (f / (0.425 * size)) ** 2)
-    fwd_w = -np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
-    eye = c - fwd_w * dist
-    right = np.cross(fwd_w, [0.0, 1.0, 0.0])
+    dist = r * math.sqrt(1 + (f / half_span) ** 2)
+    fwd = -np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
+    eye = c - fwd * dist
+    right = np.cross(fwd, [0.0, 1.0, 0.0])
     right /= np.linalg.norm(right)
-    down = np.cross(fwd_w, right)
-    R = np.stack([right, down, fwd_w])
-    return R, -R @ eye, K
+    down = np.cross(fwd, right)
+    R = np.stack([right, down, fwd])
+    return R, -R @ eye
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -45,6 +45,7 @@ from scipy.spatial.transform import Rotation
 
 from zoo.data.lemon import LEMON_AFFORDANCES, LEMON_OBJECTS
 from zoo.data.objects import AFFORDANCES, make_object, sample_surface
+from zoo.data.synthetic_damon import framing_pose
 from zoo.render.raster import project_opencv, render_mesh
 
 __all__ = ["LEMON_AFFORDANCES", "LEMON_OBJECTS", "INTERACTIONS", "generate_lemon", "to_lemon_columns", "cli"]
@@ -126,16 +127,8 @@ def _camera(rng, pts: np.ndarray, size: int, kind: str):
     el = math.radians(u(5, 25) if kind != "lay" else u(25, 50))
     f = size * u(1.1, 1.4)
     K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]])
-    c = (pts.max(0) + pts.min(0)) / 2
-    r = np.linalg.norm(pts - c, axis=1).max()
-    dist = r * math.sqrt(1 + (f / (0.45 * size)) ** 2)
-    fwd = -np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
-    eye = c - fwd * dist
-    right = np.cross(fwd, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    R = np.stack([right, down, fwd])
-    return R, -R @ eye, K
+    R, t = framing_pose(pts, az, el, f, 0.45 * size)
+    return R, t, K
 
 
 def _pkl(obj) -> bytes:

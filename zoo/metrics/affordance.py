@@ -25,6 +25,7 @@ import torch
 from torchmetrics import Metric
 
 from zoo.core.registry import register
+from zoo.metrics.contact import check_pair, first_bad
 
 __all__ = ["AffordanceMetrics", "affordance_scores_per_sample", "roc_auc_per_sample", "IOU_THRESHOLDS"]
 
@@ -34,20 +35,14 @@ IOU_THRESHOLDS = torch.linspace(0, 1, 20, dtype=torch.float64)
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate (B, N) heatmaps in [0, 1] and return them as float64."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError(f"AffordanceMetrics.update: pred and target must be tensors, got "
-                        f"{type(pred).__name__} and {type(target).__name__}")
-    if pred.ndim != 2 or pred.shape != target.shape:
-        raise ValueError(f"AffordanceMetrics.update: expected pred and target of the same shape (B, N), got "
-                         f"pred {tuple(pred.shape)} and target {tuple(target.shape)}")
+    pred, target = check_pair("AffordanceMetrics", pred, target, n="N")
     out = []
     for name, t in (("pred", pred), ("target", target)):
-        t = t.detach().to(torch.float64)
-        bad = ~((t >= 0) & (t <= 1))  # also NaN
-        if bad.any():
-            b = int(bad.any(dim=1).nonzero()[0])
-            raise ValueError(f"AffordanceMetrics.update: {name} must be a heatmap in [0, 1]; sample {b} has "
-                             f"value {t[b][bad[b]][0].item()}")
+        t = t.to(torch.float64)
+        hit = first_bad(t, ~((t >= 0) & (t <= 1)))  # also NaN
+        if hit is not None:
+            raise ValueError(f"AffordanceMetrics.update: {name} must be a heatmap in [0, 1]; sample {hit[0]} has "
+                             f"value {hit[1]}")
         out.append(t)
     return out[0], out[1]
 

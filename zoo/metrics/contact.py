@@ -25,28 +25,38 @@ from zoo.core.registry import register
 __all__ = ["ContactPRF", "GeodesicError", "contact_prf_per_image", "geodesic_error_per_image"]
 
 
-def _check_inputs(owner: str, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a (B, V) probability / (B, V) 0-1 pair and return (pred float, target bool)."""
+def check_pair(owner: str, pred: torch.Tensor, target: torch.Tensor, n: str = "V") -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tensors, both (B, n) of one shape; returned detached. Errors name ``owner``.update."""
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(f"{owner}.update: pred and target must be tensors, got "
                         f"{type(pred).__name__} and {type(target).__name__}")
     if pred.ndim != 2 or target.shape != pred.shape:
-        raise ValueError(f"{owner}.update: expected pred and target of the same shape (B, V), got "
+        raise ValueError(f"{owner}.update: expected pred and target of the same shape (B, {n}), got "
                          f"pred {tuple(pred.shape)} and target {tuple(target.shape)}")
-    pred = pred.detach()
-    target = target.detach()
+    return pred.detach(), target.detach()
+
+
+def first_bad(t: torch.Tensor, bad: torch.Tensor) -> tuple[int, float] | None:
+    """(sample index, value) of the first flagged entry of a (B, N) tensor, or None if none is flagged."""
+    if not bad.any():
+        return None
+    b = int(bad.any(dim=1).nonzero()[0])
+    return b, t[b][bad[b]][0].item()
+
+
+def _check_inputs(owner: str, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a (B, V) probability / (B, V) 0-1 pair and return (pred float, target bool)."""
+    pred, target = check_pair(owner, pred, target)
     if pred.is_floating_point():
-        bad = ~((pred >= 0) & (pred <= 1))  # also catches NaN
-        if bad.any():
-            b = int(bad.any(dim=1).nonzero()[0])
+        hit = first_bad(pred, ~((pred >= 0) & (pred <= 1)))  # also catches NaN
+        if hit is not None:
             raise ValueError(f"{owner}.update: pred must hold probabilities in [0, 1] (apply sigmoid to "
-                             f"logits); sample {b} has value {pred[b][bad[b]][0].item()}")
+                             f"logits); sample {hit[0]} has value {hit[1]}")
     if target.dtype != torch.bool:
-        bad = (target != 0) & (target != 1)
-        if bad.any():
-            b = int(bad.any(dim=1).nonzero()[0])
-            raise ValueError(f"{owner}.update: target must be binary 0/1 contact labels; sample {b} has "
-                             f"value {target[b][bad[b]][0].item()}")
+        hit = first_bad(target, (target != 0) & (target != 1))
+        if hit is not None:
+            raise ValueError(f"{owner}.update: target must be binary 0/1 contact labels; sample {hit[0]} has "
+                             f"value {hit[1]}")
     return pred, target.bool()
 
 

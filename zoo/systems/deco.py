@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from zoo.core.registry import register
 from zoo.models.backbone.timm_backbone import TimmBackbone
 from zoo.models.heads.deco import ContactClassifier, CrossAttention, SegDecoder
+from zoo.systems.common import BatchKeyError, EvalMetricsMixin, need
 
 __all__ = ["DECO", "TINY_DECO", "BatchKeyError", "deco_seg_bce", "pixel_anchoring_render"]
 
@@ -92,21 +93,12 @@ def pixel_anchoring_render(contact: torch.Tensor, verts_cam: torch.Tensor, faces
     return torch.stack(out, 0)
 
 
-class BatchKeyError(KeyError):
-    """A batch lacks a key the system needs (message names the key, the step and what was expected)."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""
-
-
 def _need(batch: dict, key: str, where: str, expected: str) -> Any:
-    if key not in batch:
-        raise BatchKeyError(f"DECO.{where}: batch is missing key '{key}' (expected {expected}; batch keys: {sorted(batch)})")
-    return batch[key]
+    return need(batch, key, "DECO", where, expected)
 
 
 @register("system", "deco")
-class DECO(L.LightningModule):
+class DECO(EvalMetricsMixin, L.LightningModule):
     """DECO contact estimator as a LightningModule (see module docstring).
 
     Args:
@@ -168,8 +160,8 @@ class DECO(L.LightningModule):
 
         from zoo.metrics.contact import ContactPRF
 
-        self.val_prf = ContactPRF(contact_threshold)
-        self.test_prf = ContactPRF(contact_threshold)
+        self.val_metric = ContactPRF(contact_threshold)
+        self.test_metric = ContactPRF(contact_threshold)
         self.val_geo = self.test_geo = None
         geo = self._geodesic_matrix()
         if geo is not None:
@@ -303,41 +295,10 @@ class DECO(L.LightningModule):
         """One optimisation step's loss; logs train/loss and its terms."""
         return self._shared_step(batch, "train")[0]["loss"]
 
-    def _eval_step(self, batch: dict, stage: str) -> None:
-        losses, out = self._shared_step(batch, stage)
-        prf, geo = (self.val_prf, self.val_geo) if stage == "val" else (self.test_prf, self.test_geo)
-        label = batch["contact_label"]
-        prf.update(out["contact"], label)
-        if geo is not None:
-            geo.update(out["contact"], label)
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        prf, geo = (self.val_prf, self.val_geo) if stage == "val" else (self.test_prf, self.test_geo)
-        if prf.count.item() > 0 or self.trainer.world_size > 1:
-            for k, v in prf.compute().items():
-                self.log(f"{stage}/{k}", v.float(), prog_bar=(k == "f1"))
-            if geo is not None:
-                for k, v in geo.compute().items():
-                    self.log(f"{stage}/{k}", v.float())
-        prf.reset()
-        if geo is not None:
-            geo.reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Logs val/loss terms and accumulates val/precision, val/recall, val/f1 (and geodesic errors)."""
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        """Logs the epoch's contact metrics."""
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        """As validation_step, under test/."""
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        """Logs the test contact metrics."""
-        self._eval_epoch_end("test")
+    def eval_outputs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logs the stage's losses; (contact (B,V), contact_label) for val/precision, recall, f1 (and geodesic errors)."""
+        _, out = self._shared_step(batch, stage)
+        return out["contact"], batch["contact_label"]
 
     def predict_step(self, batch: dict | torch.Tensor, batch_idx: int = 0) -> torch.Tensor:
         """Per-vertex contact probabilities (B,V) for a batch dict (key 'image') or an image tensor."""

@@ -44,21 +44,13 @@ from torch import nn
 
 from zoo.core import registry
 from zoo.core.registry import register
+from zoo.systems.common import BatchKeyError, EvalMetricsMixin, need
 
 __all__ = ["MVLoc", "BatchKeyError"]
 
 
-class BatchKeyError(KeyError):
-    """A batch lacks a key the system needs (message names the key, the step and what was expected)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
 def _need(batch: dict, key: str, where: str, expected: str) -> Any:
-    if key not in batch:
-        raise BatchKeyError(f"MVLoc.{where}: batch is missing key '{key}' (expected {expected}; batch keys: {sorted(batch)})")
-    return batch[key]
+    return need(batch, key, "MVLoc", where, expected)
 
 
 def _as_loss(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -69,7 +61,7 @@ def _as_loss(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 
 
 @register("system", "mvloc")
-class MVLoc(L.LightningModule):
+class MVLoc(EvalMetricsMixin, L.LightningModule):
     """Render-Localize-Lift contact / affordance model with learned class prompts (see the module docstring).
 
     Args:
@@ -170,6 +162,7 @@ class MVLoc(L.LightningModule):
             self.val_metric = AffordanceMetrics()
             self.test_metric = AffordanceMetrics()
             self.val_geo = self.test_geo = None
+            self.main_metric = "auc"
         self._cache: dict[str, tuple] = {}
 
     # ----------------------------------------------------------------- prompts
@@ -375,45 +368,11 @@ class MVLoc(L.LightningModule):
         """One optimisation step's loss; logs train/loss and its terms."""
         return self._shared_step(batch, "train")[0]["loss"]
 
-    def _metric_target(self, batch: dict) -> torch.Tensor:
-        return batch["contact_label"] if self.hparams.task == "human" else batch["affordance"]
-
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def eval_outputs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logs the stage's losses; (scores, labels) for contact P/R/F1 (human) or SIM/MAE/AUC/aIoU (object)."""
         _, out = self._shared_step(batch, stage)
-        metric, geo = (self.val_metric, self.val_geo) if stage == "val" else (self.test_metric, self.test_geo)
-        target = self._metric_target(batch).float()
-        metric.update(out["scores"].float(), target)
-        if geo is not None:
-            geo.update(out["scores"].float(), target)
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        metric, geo = (self.val_metric, self.val_geo) if stage == "val" else (self.test_metric, self.test_geo)
-        main = "f1" if self.hparams.task == "human" else "auc"
-        if metric.update_count > 0 or self.trainer.world_size > 1:
-            for k, v in metric.compute().items():
-                self.log(f"{stage}/{k}", torch.as_tensor(v).float(), prog_bar=(k == main))
-            if geo is not None:
-                for k, v in geo.compute().items():
-                    self.log(f"{stage}/{k}", v.float())
-        metric.reset()
-        if geo is not None:
-            geo.reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Logs val losses; accumulates contact P/R/F1 (human) or SIM/MAE/AUC/aIoU (object)."""
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        """Logs the epoch's metrics."""
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        """As validation_step, under test/."""
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        """Logs the test metrics."""
-        self._eval_epoch_end("test")
+        target = batch["contact_label"] if self.hparams.task == "human" else batch["affordance"]
+        return out["scores"].float(), target.float()
 
     def predict_step(self, batch: dict, batch_idx: int = 0) -> torch.Tensor:
         """Lifted scores (B,N): per-vertex contact (human) or per-point affordance (object)."""
