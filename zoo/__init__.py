@@ -3,7 +3,9 @@
 `import zoo` is deliberately light: it imports no heavy library (transformers,
 diffusers, segment_anything, pytorch3d). Components are imported on lookup.
 """
-__version__ = "0.1.0"
+from zoo.core import __version__
+
+__all__ = ["__version__", "build", "load"]
 
 
 def load(name_or_path, **kwargs):

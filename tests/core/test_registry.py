@@ -73,3 +73,59 @@ def test_import_zoo_is_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_register_rejects_a_class_missing_its_kinds_method(toy_env):
+    import torch
+
+    with pytest.raises(registry.RegistryError) as e:
+        @registry.register("lifter", "toy_no_forward")
+        class NoForward(torch.nn.Module):  # noqa: F841 - nn.Module.forward is only a placeholder
+            pass
+    assert str(e.value) == ("cannot register test_registry.test_register_rejects_a_class_missing_its_kinds_method."
+                            "<locals>.NoForward as lifter 'toy_no_forward': it does not implement "
+                            "forward, required by the lifter interface (zoo.core.interfaces.Lifter says what each "
+                            "takes and returns)")
+    with pytest.raises(registry.RegistryError, match=r"does not implement encoder_frozen, required by the localizer"):
+        @registry.register("localizer", "toy_half")
+        class Half:  # noqa: F841 - encode/decode present, the cache flag missing
+            embed_dim = 8
+
+            def encode(self, images):
+                return images
+
+            def decode(self, embeddings, prompts, output_size=None):
+                return embeddings
+    assert "toy_no_forward" not in registry.registered()["lifter"]
+
+
+def test_interfaces_cover_every_kind():
+    from zoo.core.interfaces import INTERFACES
+
+    assert set(INTERFACES) == set(registry.KINDS)
+    assert all(INTERFACES[k].required and INTERFACES[k].__doc__ for k in registry.KINDS)
+
+
+def test_wrong_kind_names_the_kind_it_is(toy_env):
+    with pytest.raises(registry.RegistryError, match=r"^'toy_blobs' is a datamodule, not a system "
+                                                     r"\(available systems: toy_linear\)$"):
+        registry.get("system", "toy_blobs")
+
+
+def test_build_records_constructor_arguments_and_materializes(toy_env):
+    m = registry.build("datamodule", {"name": "toy_blobs", "n": 32, "batch_size": 8})
+    assert m._zoo_config == {"n": 32, "batch_size": 8}
+    calls = []
+
+    class Parts:
+        def configure_model(self):
+            calls.append("configure")
+
+        def load_pretrained(self):
+            calls.append("load")
+
+    registry.materialize(Parts())
+    assert calls == ["configure", "load"]
+    table = registry.Parts("surface", {"body": dict})
+    with pytest.raises(registry.RegistryError, match=r"unknown surface 'bdy'; closest: body \(available surfaces: body\)"):
+        registry.build(table, {"name": "bdy"})

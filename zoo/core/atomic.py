@@ -1,6 +1,6 @@
 """Atomic file writes and file hashing.
 
-A reader (another rank, a crashed run resumed later, ``tools/zoo.py verify``) must
+A reader (another rank, a crashed run resumed later, ``hoi-zoo verify``) must
 never see a half-written checkpoint or config: everything is written to a
 temporary file in the destination directory, flushed to disk, then moved over
 the target with ``os.replace`` (atomic on POSIX and Windows within one
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "sha256_file"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_image", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -51,6 +51,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); the target gets the mode a plain open() would give it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if not tmp.is_file():
@@ -91,6 +95,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_open(path, "wb") as fh:
         fh.write(data)
     return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_open(path, "w", encoding=encoding) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_image(path: str | os.PathLike, array, format: str = "PNG", **params) -> Path:
+    """Encode a uint8 image array (H, W[, C]) with PIL (``format`` "PNG" / "JPEG", encoder ``params``) and
+    write it atomically; returns the path."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, format=format, **params)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def sha256_file(path: str | os.PathLike) -> str:

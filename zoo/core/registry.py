@@ -3,16 +3,20 @@
 Every component is a class decorated with ``@register(kind, name)`` and listed in
 ``registry.yaml`` (import path + one-line summary). Lookup reads the YAML and
 imports only the module that holds the entry, so ``import zoo`` and
-``tools/zoo.py list`` stay fast.
+``hoi-zoo list`` stay fast.
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
-import os
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from zoo.core.interfaces import INTERFACES, check_interface
+from zoo.core.paths import registry_file
 
 KINDS = (
     "system", "datamodule", "vlm", "localizer", "lifter", "backbone", "pose_prior",
@@ -31,9 +35,8 @@ class RegistryError(KeyError):
 
 
 def registry_path() -> Path:
-    """Where registry.yaml lives: $ZOO_REGISTRY, else the repository root next to the package."""
-    env = os.environ.get("ZOO_REGISTRY")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "registry.yaml"
+    """Where registry.yaml lives: $ZOO_REGISTRY, else the checkout's, else the packaged copy (zoo.core.paths)."""
+    return registry_file()
 
 
 def index(reload: bool = False) -> dict[str, Any]:
@@ -64,8 +67,41 @@ def _check_kind(kind: str) -> None:
         raise RegistryError(f"unknown component kind '{kind}'{hint} (kinds: {', '.join(KINDS)})")
 
 
+def _record_config(cls: type) -> None:
+    """Wrap ``cls.__init__`` so every instance keeps its constructor arguments in ``_zoo_config``.
+
+    The checkpoint store rebuilds a component from them, so any registered component can be
+    exported, whether or not it calls ``save_hyperparameters``. The outermost registered
+    constructor records (a registered subclass calling a registered parent's ``__init__`` keeps
+    its own arguments).
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_zoo_records", False):
+        return
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):  # noqa: N807 - keeps the constructor's name in tracebacks
+        if "_zoo_config" not in self.__dict__:
+            bound = sig.bind(self, *args, **kwargs)
+            cfg = {k: v for k, v in list(bound.arguments.items())[1:]
+                   if sig.parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
+            for k, p in sig.parameters.items():
+                if p.kind is inspect.Parameter.VAR_KEYWORD:
+                    cfg.update(bound.arguments.get(k, {}))
+            self.__dict__["_zoo_config"] = cfg
+        init(self, *args, **kwargs)
+
+    __init__._zoo_records = True
+    cls.__init__ = __init__
+
+
 def register(kind: str, name: str) -> Callable[[type], type]:
-    """Class decorator: register ``cls`` as component ``name`` of ``kind``. Duplicates are errors."""
+    """Class decorator: register ``cls`` as component ``name`` of ``kind``.
+
+    Duplicates are errors, and so is a class that does not implement its kind's interface
+    (:mod:`zoo.core.interfaces`): the message names the missing methods.
+    """
     _check_kind(kind)
 
     def deco(cls: type) -> type:
@@ -75,9 +111,18 @@ def register(kind: str, name: str) -> Callable[[type], type]:
                 f"duplicate {kind} '{name}': already registered by {prev.__module__}.{prev.__qualname__}, "
                 f"now again by {cls.__module__}.{cls.__qualname__}"
             )
+        missing = check_interface(kind, cls)
+        if missing:
+            iface = INTERFACES[kind]
+            raise RegistryError(
+                f"cannot register {cls.__module__}.{cls.__qualname__} as {kind} '{name}': it does not implement "
+                f"{', '.join(missing)}, required by the {kind} interface (zoo.core.interfaces.{iface.__name__} "
+                f"says what each takes and returns)"
+            )
         _REGISTRY[kind][name] = cls
         cls._zoo_kind = kind
         cls._zoo_name = name
+        _record_config(cls)
         return cls
 
     return deco
@@ -94,9 +139,12 @@ def entry(kind: str, name: str) -> dict[str, Any]:
     _check_kind(kind)
     entries = index()["components"].get(kind) or {}
     if name not in entries:
+        avail = ", ".join(sorted(entries)) or "none"
+        elsewhere = [k for k, ents in index()["components"].items() if k != kind and name in (ents or {})]
+        if elsewhere:
+            raise RegistryError(f"'{name}' is a {' and a '.join(elsewhere)}, not a {kind} (available {kind}s: {avail})")
         close = difflib.get_close_matches(str(name), list(entries), n=3, cutoff=0.3)
         hint = f"; closest: {', '.join(close)}" if close else ""
-        avail = ", ".join(sorted(entries)) or "none"
         raise RegistryError(f"unknown {kind} '{name}'{hint} (available {kind}s: {avail})")
     return entries[name]
 
@@ -115,20 +163,76 @@ def get(kind: str, name: str) -> type:
     return _REGISTRY[kind][name]
 
 
-def build(kind: str, cfg: Any, **extra: Any) -> Any:
-    """Build a component from a sub-recipe ``{name: ..., **kwargs}`` (dict or DictConfig)."""
+class Parts(dict):
+    """A local table of named parts that are not registry kinds (e.g. the surfaces of
+    Render-Localize-Lift). A system lists one in ``subcomponents``; recipes pick an entry with
+    ``name:`` exactly as they pick a registered component, and the recipe checker validates the
+    rest of the sub-recipe against that entry's constructor."""
+
+    def __init__(self, label: str, entries: dict[str, type]):
+        super().__init__(entries)
+        self.label = label
+
+    def lookup(self, name: Any) -> type:
+        """The class of entry ``name``; unknown names list the entries."""
+        if name not in self:
+            close = difflib.get_close_matches(str(name), list(self), n=3, cutoff=0.3)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise RegistryError(f"unknown {self.label} '{name}'{hint} (available {self.label}s: {', '.join(sorted(self))})")
+        return self[name]
+
+
+def _plain_cfg(cfg: Any) -> Any:
     if hasattr(cfg, "_metadata"):  # DictConfig -> plain containers
         from omegaconf import OmegaConf
 
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def lookup(kind: str | Parts, name: Any) -> type:
+    """The class for ``name`` in a registry kind or a :class:`Parts` table."""
+    return kind.lookup(name) if isinstance(kind, Parts) else get(kind, name)
+
+
+def build(kind: str | Parts, cfg: Any, *, materialize: bool = True, **extra: Any) -> Any:
+    """Build a component from a sub-recipe ``{name: ..., **kwargs}`` (dict or DictConfig).
+
+    Build first, load second: with ``materialize`` (the default, for a component used on its
+    own) the component's ``configure_model()`` runs and then its pretrained weights load
+    (:func:`materialize`). Systems build their parts with ``materialize=False`` and materialize
+    them in their own ``configure_model``, which Lightning calls inside the strategy's
+    initialisation context, so DeepSpeed / FSDP can shard large models as they are created.
+    """
+    cfg = _plain_cfg(cfg)
+    label = kind.label if isinstance(kind, Parts) else kind
     if isinstance(cfg, str):
         cfg = {"name": cfg}
+    if not isinstance(cfg, dict):
+        raise RegistryError(f"a {label} sub-recipe must be a mapping with a 'name' key, got {cfg!r}")
     cfg = dict(cfg)
     if "name" not in cfg:
-        raise RegistryError(f"{kind} sub-recipe needs a 'name' key (got keys {sorted(cfg)})")
+        raise RegistryError(f"{label} sub-recipe needs a 'name' key (got keys {sorted(cfg)})")
     name = cfg.pop("name")
-    cls = get(kind, name)
-    return cls(**cfg, **extra)
+    obj = lookup(kind, name)(**cfg, **extra)
+    if materialize:
+        _materialize(obj)
+    return obj
+
+
+def _materialize(component: Any, load_weights: bool = True) -> Any:
+    """Create a component's deferred modules (``configure_model``) and then load its pretrained weights
+    (``load_pretrained``, see :class:`zoo.core.hub.Pretrained`); both are idempotent. Returns it."""
+    configure = getattr(component, "configure_model", None)
+    if callable(configure):
+        configure()
+    load = getattr(component, "load_pretrained", None)
+    if load_weights and callable(load):
+        load()
+    return component
+
+
+materialize = _materialize  # public name; `build` has a keyword argument of the same name
 
 
 def registered() -> dict[str, dict[str, type]]:
@@ -138,8 +242,8 @@ def registered() -> dict[str, dict[str, type]]:
 
 def import_all() -> dict[str, dict[str, type]]:
     """Import every module listed in registry.yaml and return the decorator view (for agreement checks)."""
-    for kind, entries in index()["components"].items():
-        for name, ent in (entries or {}).items():
+    for entries in index()["components"].values():
+        for ent in (entries or {}).values():
             importlib.import_module(ent["import"].partition(":")[0])
     return registered()
 
