@@ -14,15 +14,16 @@ valid keys; values are type-checked against the component constructor's signatur
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import inspect
-import os
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from zoo.core import registry
+from zoo.core.paths import recipes_dir
 
 CLI = "command line"
 
@@ -32,9 +33,8 @@ class RecipeError(ValueError):
 
 
 def recipes_root() -> Path:
-    """Where named recipes live: $ZOO_RECIPES, else recipes/ at the repository root."""
-    env = os.environ.get("ZOO_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "recipes"
+    """Where named recipes live: $ZOO_RECIPES, else the checkout's recipes/, else the packaged copy."""
+    return recipes_dir()
 
 
 def recipe_path(name: str, relative_to: Path | None = None) -> Path:
@@ -104,23 +104,56 @@ def _mark(v: Any, src: dict, source: str, path: tuple) -> None:
             _mark(x, src, source, path + (k,))
 
 
-def _load_file(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict, dict]:
-    if path in stack:
-        chain = " -> ".join(str(p) for p in stack + (path,))
-        raise RecipeError(f"recipe extends itself in a cycle: {chain}")
-    data = _read_yaml(path)
-    ext = data.pop("extends", None) or []
+def _extends_list(ext: Any, where: str) -> list:
     if isinstance(ext, str):
         ext = [ext]
     if not isinstance(ext, list):
-        raise RecipeError(f"{path}: 'extends' must be a recipe name or a list of them")
+        raise RecipeError(f"{where}: 'extends' must be a recipe name or a list of them, got {ext!r}")
+    return ext
+
+
+def _load_parents(ext: list, path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict]:
     merged: dict = {}
     src: dict = {}
     for parent in ext:
         pdata, psrc = _load_file(recipe_path(str(parent), relative_to=path), stack + (path,))
         _merge(merged, pdata, src, "", ())
         src.update(psrc)
+    return merged, src
+
+
+def _expand_nested(node: Any, path: Path, stack: tuple[Path, ...], prefix: tuple, frag_src: dict) -> Any:
+    """Replace every mapping below the top level that has an ``extends:`` key by the merge of the named
+    fragments with the mapping's own keys on top (e.g. ``backbone: {extends: base/backbone/tiny}``).
+    ``frag_src`` receives the fragment file of each key that came from a fragment."""
+    if isinstance(node, list):
+        return [_expand_nested(x, path, stack, prefix + (i,), frag_src) for i, x in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    own = {k: _expand_nested(v, path, stack, prefix + (k,), frag_src) for k, v in node.items() if k != "extends"}
+    if "extends" not in node:
+        return own
+    where = f"{_pretty(path)}: '{'.'.join(map(str, prefix))}'"
+    base, base_src = _load_parents(_extends_list(node["extends"], where), path, stack)
+    own_src: dict = {}
+    _merge(base, own, own_src, "own", ())
+    for rel, source in base_src.items():
+        if rel not in own_src:
+            frag_src[prefix + rel] = source
+    return base
+
+
+def _load_file(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict, dict]:
+    if path in stack:
+        chain = " -> ".join(str(p) for p in stack + (path,))
+        raise RecipeError(f"recipe extends itself in a cycle: {chain}")
+    data = _read_yaml(path)
+    ext = _extends_list(data.pop("extends", None) or [], str(path))
+    merged, src = _load_parents(ext, path, stack)
+    frag_src: dict = {}
+    data = _expand_nested(data, path, stack, (), frag_src)
     _merge(merged, data, src, str(_pretty(path)), ())
+    src.update(frag_src)
     return merged, src
 
 
@@ -225,25 +258,32 @@ TOP_LEVEL: dict[str, Any] = {
 LOGGER_KEYS: dict[str, Any] = {
     "name": (Literal["wandb", "csv", "none"], "wandb"),
     "project": (str, "hoi-zoo"),
-    "entity": (typing.Optional[str], None),
-    "offline": (typing.Optional[bool], None),
+    "entity": (str | None, None),
+    "offline": (bool | None, None),
     "tags": (list, []),
     "log_images": (bool, True),
 }
 CHECKPOINT_KEYS: dict[str, Any] = {
-    "monitor": (typing.Optional[str], None),
+    "monitor": (str | None, None),
     "mode": (Literal["min", "max"], "max"),
     "save_top_k": (int, 1),
     "save_last": (bool, True),
-    "every_n_epochs": (typing.Optional[int], None),
-    "every_n_train_steps": (typing.Optional[int], None),
+    "every_n_epochs": (int | None, None),
+    "every_n_train_steps": (int | None, None),
 }
 RUN_KEYS: dict[str, Any] = {
     "dir": (str, "runs"),
-    "name": (typing.Optional[str], None),
+    "name": (str | None, None),
+    "mode": (Literal["fit", "test", "predict"], "fit"),
+    "threads": (int | Literal["auto"] | None, None),
+    "progress": (Literal["auto", "bar", "line", "none"], "auto"),
 }
-# Trainer arguments the run tool owns; a recipe may not set them.
-TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "plugins", "enable_checkpointing"}
+# Trainer arguments the run tool owns; a recipe may not set them (the hint says what to use instead).
+TRAINER_OWNED = {
+    "logger": "the recipe's logger section", "callbacks": "the recipe's checkpoint and logger sections",
+    "default_root_dir": "run.dir and run.name", "plugins": "trainer.strategy and trainer.precision",
+    "enable_checkpointing": "the recipe's checkpoint section", "enable_progress_bar": "run.progress (auto|bar|line|none)",
+}
 STRATEGY_PRESETS = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "deepspeed_stage_2",
                     "deepspeed_stage_3", "deepspeed_stage_2_offload", "deepspeed_stage_3_offload", "fsdp")
 
@@ -266,7 +306,7 @@ def _apply_defaults(cfg: dict) -> dict:
 
 
 def _fail_unknown(rec: Recipe, path: tuple, valid: list[str], what: str) -> None:
-    key = ".".join(map(str, path))
+    key = dotted(path)
     close = difflib.get_close_matches(str(path[-1]), valid, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise RecipeError(
@@ -300,7 +340,7 @@ def type_ok(value: Any, ann: Any) -> bool:
         if args and args[-1] is not Ellipsis and origin is list:
             return all(type_ok(v, args[0]) for v in value)
         if args and origin is tuple and Ellipsis not in args and len(args) == len(value):
-            return all(type_ok(v, a) for v, a in zip(value, args))
+            return all(type_ok(v, a) for v, a in zip(value, args, strict=True))
         return True
     if ann is dict or origin is dict:
         return isinstance(value, dict)
@@ -346,20 +386,99 @@ def signature_schema(cls: type) -> tuple[dict[str, inspect.Parameter], dict[str,
     return params, hints, var_kw
 
 
-def check_component(rec: Recipe, section: tuple, kind: str) -> None:
-    """Check a component sub-recipe {name: ..., **kwargs} against its constructor signature."""
+def dotted(path: tuple) -> str:
+    """``('system', 'metrics', 1, 'name')`` -> ``system.metrics[1].name``."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _label(kind: str | registry.Parts) -> str:
+    return kind.label if isinstance(kind, registry.Parts) else kind
+
+
+def _choices(kind: str | registry.Parts) -> str:
+    names = sorted(kind) if isinstance(kind, registry.Parts) else registry.names(kind)
+    return ", ".join(names) or "none"
+
+
+def _dataclass_in(ann: Any) -> type | None:
+    """The dataclass an annotation names (directly or as ``X | None``), if any."""
+    if dataclasses.is_dataclass(ann) and isinstance(ann, type):
+        return ann
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        for a in typing.get_args(ann):
+            if dataclasses.is_dataclass(a) and isinstance(a, type):
+                return a
+    return None
+
+
+def _list_item(ann: Any) -> Any:
+    """The element annotation of ``list[X]`` (also inside ``| None``), or None."""
+    for a in (ann, *typing.get_args(ann)):
+        if typing.get_origin(a) is list and typing.get_args(a):
+            return typing.get_args(a)[0]
+    return None
+
+
+def _check_dataclass(rec: Recipe, path: tuple, value: dict, dc: type) -> dict:
+    """Check a mapping against a dataclass's fields (unknown keys, types, nested dataclasses)."""
+    fields = {f.name: f for f in dataclasses.fields(dc)}
+    hints = typing.get_type_hints(dc)
+    for key in list(value):
+        if key not in fields:
+            _fail_unknown(rec, path + (key,), list(fields), f"'{dotted(path)}' ({dc.__name__})")
+        value[key] = check_value(rec, path + (key,), value[key], hints[key])
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and n not in value]  # type: ignore[misc]
+    if missing:
+        raise RecipeError(f"'{dotted(path)}' (from {rec.source(path)}) is missing required key(s): {', '.join(missing)} "
+                          f"({dc.__name__})")
+    return value
+
+
+def check_value(rec: Recipe, path: tuple, value: Any, ann: Any) -> Any:
+    """Coerce and check one value against its annotation; mappings are checked against dataclass
+    annotations field by field (lists of them item by item). Returns the (coerced) value."""
+    dc = _dataclass_in(ann)
+    if dc is not None and isinstance(value, dict):
+        return _check_dataclass(rec, path, value, dc)
+    item = _list_item(ann)
+    if item is not None and isinstance(value, list) and _dataclass_in(item) is not None:
+        return [check_value(rec, path + (i,), v, item) for i, v in enumerate(value)]
+    value = _coerce(value, ann)
+    if not type_ok(value, ann):
+        raise RecipeError(f"'{dotted(path)}' (from {rec.source(path)}) expects {_ann_text(ann)}, "
+                          f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_component(rec: Recipe, section: tuple, kind: str | registry.Parts) -> None:
+    """Check a sub-recipe {name: ..., **kwargs} against the constructor of the class it names.
+
+    ``kind`` is a registry kind or a :class:`zoo.core.registry.Parts` table. Arguments the class
+    lists in ``subcomponents`` (argument -> kind or Parts) are checked recursively, as one
+    sub-recipe or a list of them; mappings whose annotation is a dataclass are checked field by field.
+    """
     cfg = _get(rec, section)
-    where = ".".join(section)
+    where = dotted(section)
+    label = _label(kind)
     if cfg is None:
-        raise RecipeError(f"recipe has no '{where}' section (a {kind} sub-recipe with a 'name' key)")
-    if not isinstance(cfg, dict) or "name" not in cfg:
-        raise RecipeError(f"'{where}' (from {rec.source(section)}) must be a mapping with a 'name' key, got {cfg!r}")
+        raise RecipeError(f"recipe has no '{where}' section (a {label} sub-recipe with a 'name' key)")
+    if not isinstance(cfg, dict):
+        raise RecipeError(f"'{where}' (from {rec.source(section)}) must be a {label} sub-recipe: a mapping with a "
+                          f"'name' key ({label}s: {_choices(kind)}), got {cfg!r}")
+    if "name" not in cfg:
+        raise RecipeError(f"'{where}' (from {rec.source(section)}) is a {label} sub-recipe without a 'name' key "
+                          f"(it has {', '.join(map(str, cfg)) or 'no keys'}); expected one of the {label}s: "
+                          f"{_choices(kind)}")
     try:
-        cls = registry.get(kind, cfg["name"])
+        cls = registry.lookup(kind, cfg["name"])
     except registry.RegistryError as e:
-        raise RecipeError(f"{where}.name (from {rec.source(section + ('name',))}): {e}") from None
+        raise RecipeError(f"'{where}.name' (from {rec.source(section + ('name',))}): {e}") from None
     params, hints, var_kw = signature_schema(cls)
-    subs: dict[str, str] = getattr(cls, "subcomponents", {}) or {}
+    subs: dict[str, Any] = getattr(cls, "subcomponents", {}) or {}
     for key, value in cfg.items():
         if key == "name":
             continue
@@ -367,20 +486,36 @@ def check_component(rec: Recipe, section: tuple, kind: str) -> None:
         if key not in params:
             if var_kw:
                 continue
-            _fail_unknown(rec, path, ["name", *params], f"{kind} '{cfg['name']}'")
+            _fail_unknown(rec, path, ["name", *params], f"{label} '{cfg['name']}'")
         if key in subs and isinstance(value, dict):
             check_component(rec, path, subs[key])
             continue
-        ann = hints.get(key, params[key].annotation)
-        value = cfg[key] = _coerce(value, ann)
-        if not type_ok(value, ann):
-            raise RecipeError(
-                f"'{'.'.join(path)}' (from {rec.source(path)}) expects {_ann_text(ann)}, "
-                f"got {type(value).__name__} {value!r}"
-            )
+        if key in subs and isinstance(value, list):
+            for i in range(len(value)):
+                check_component(rec, path + (i,), subs[key])
+            continue
+        cfg[key] = check_value(rec, path, value, hints.get(key, params[key].annotation))
     missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in cfg]
     if missing:
-        raise RecipeError(f"'{where}' ({kind} '{cfg['name']}') is missing required key(s): {', '.join(missing)}")
+        raise RecipeError(f"'{where}' ({label} '{cfg['name']}', from {rec.source(section)}) is missing required "
+                          f"key(s): {', '.join(missing)}")
+
+
+class ConfigError(RecipeError):
+    """A setting that passed the recipe schema but cannot be used once the component is built (e.g. an
+    optimiser group pattern that matches no parameter). ``key`` is its path inside the component's
+    sub-recipe; :func:`locate` adds the section and the file it came from."""
+
+    def __init__(self, key: tuple, message: str):
+        super().__init__(f"'{dotted(tuple(key))}': {message}")
+        self.key = tuple(key)
+        self.message = message
+
+
+def locate(err: ConfigError, rec: Recipe, section: tuple) -> RecipeError:
+    """``err`` as a RecipeError naming the full key path and the recipe file that set it."""
+    path = tuple(section) + err.key
+    return RecipeError(f"'{dotted(path)}' (from {rec.source(path)}): {err.message}")
 
 
 def _check_section(rec: Recipe, key: str, schema: dict) -> None:
@@ -408,7 +543,7 @@ def check_trainer(rec: Recipe) -> None:
         if k not in valid:
             if k in TRAINER_OWNED:
                 raise RecipeError(f"'trainer.{k}' (from {rec.source(('trainer', k))}) is set by the run tool; "
-                                  f"use the recipe's logger/checkpoint/run sections instead")
+                                  f"use {TRAINER_OWNED[k]} instead")
             _fail_unknown(rec, ("trainer", k), valid, "trainer (lightning.Trainer arguments)")
         if k == "strategy" and isinstance(v, str) and v not in STRATEGY_PRESETS:
             raise RecipeError(f"'trainer.strategy' (from {rec.source(('trainer', k))}) is '{v}'; "
@@ -430,13 +565,19 @@ def check(rec: Recipe) -> None:
     _check_section(rec, "logger", LOGGER_KEYS)
     _check_section(rec, "checkpoint", CHECKPOINT_KEYS)
     _check_section(rec, "run", RUN_KEYS)
+    if rec.get("export") not in (True, False, "self_contained"):
+        raise RecipeError(f"'export' (from {rec.source(('export',))}) expects true, false or self_contained, "
+                          f"got {rec.get('export')!r}")
     if not isinstance(rec.get("seed"), int) or isinstance(rec.get("seed"), bool):
         raise RecipeError(f"'seed' (from {rec.source(('seed',))}) expects int, got {rec.get('seed')!r}")
 
 
-def _get(d: dict, path: tuple) -> Any:
+def _get(d: Any, path: tuple) -> Any:
     for k in path:
-        if not isinstance(d, dict):
+        if isinstance(d, list) and isinstance(k, int):
+            d = d[k] if 0 <= k < len(d) else None
+        elif isinstance(d, dict):
+            d = d.get(k)
+        else:
             return None
-        d = d.get(k)
     return d
