@@ -17,7 +17,11 @@ components:
   backbone:
     hub_test_tied: {import: "test_hub:TiedNet", summary: "tiny tied-weight net for hub tests"}
     hub_test_plain: {import: "test_hub:PlainBlock", summary: "nn.Module with _zoo_config"}
+    hub_test_encoder: {import: "test_hub:FrozenEncoder", summary: "a frozen part with pretrained weights"}
+    hub_test_composite: {import: "test_hub:Composite", summary: "a trained head on a frozen pretrained encoder"}
 checkpoints:
+  hub-enc: {component: backbone/hub_test_encoder, source: "https://example.org/hub-enc (place it here)",
+            file: model.safetensors, sha256: "ENC", licence: "MIT", recipe: none, metrics: {}}
   hub-tied: {component: backbone/hub_test_tied, source: "https://example.org/hub-tied (place the file here)",
              file: model.safetensors, sha256: "SHA", licence: "CC-BY-NC 4.0, research only", recipe: none,
              metrics: {}}
@@ -54,6 +58,35 @@ class PlainBlock(torch.nn.Module):
 
     def forward(self, x):
         return self.lin(x)
+
+
+@register("backbone", "hub_test_encoder")
+class FrozenEncoder(hub.Pretrained, L.LightningModule):
+    """Linear + BatchNorm whose weights come from a file and stay frozen."""
+
+    def __init__(self, width: int = 4, weights: str | None = None, freeze: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.lin = torch.nn.Linear(width, width)
+        self.norm = torch.nn.BatchNorm1d(width)
+        self.requires_grad_(not freeze)
+
+    def forward(self, x):
+        return self.norm(self.lin(x))
+
+
+@register("backbone", "hub_test_composite")
+class Composite(L.LightningModule):
+    """A trained head on a registered encoder sub-recipe (built first, loaded second)."""
+
+    def __init__(self, encoder: dict, out: int = 2):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = registry.build("backbone", encoder)
+        self.head = torch.nn.Linear(encoder.get("width", 4), out)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
 
 
 @pytest.fixture
@@ -217,7 +250,8 @@ def test_strict_false_tolerates_missing_keys(hub_env, tmp_path):
     sd = {k: v for k, v in m.state_dict().items() if not k.startswith("mid.")}
     torch.save({"state_dict": sd, "hyper_parameters": dict(m.hparams),
                 "zoo": {"kind": "backbone", "name": "hub_test_tied"}}, path)
-    with pytest.raises(hub.CheckpointError, match=r"(?s)partial.ckpt does not fit TiedNet: .*Missing key\(s\).*mid.weight"):
+    with pytest.raises(hub.CheckpointError, match=r"state_dict in .*partial.ckpt does not fit TiedNet: missing 2 key\(s\): "
+                                                 r"mid.weight, mid.bias$"):
         hub.load(path)
     with pytest.warns(UserWarning, match=r"missing \['mid.weight', 'mid.bias'\]"):
         m2 = hub.load(path, strict=False)
@@ -250,3 +284,116 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
             pass
     with pytest.raises(TypeError, match=r"expected bytes, got str"):
         atomic_write_bytes(target, "text")
+
+
+@pytest.fixture
+def store_encoder(hub_env):
+    """A FrozenEncoder exported into the store as registry checkpoint hub-enc (registry sha256 set)."""
+    reg, home = hub_env
+    torch.manual_seed(7)
+    enc = FrozenEncoder(width=4).eval()
+    with torch.no_grad():
+        enc.norm.running_mean.uniform_(-1, 1)  # a buffer that differs from its init
+    out = hub.export(enc, home / "checkpoints" / "hub-enc")
+    sha = sha256_file(out / "model.safetensors")
+    reg.write_text(HUB_REGISTRY.replace('"ENC"', f'"{sha}"'))
+    registry.index(reload=True)
+    return enc, out / "model.safetensors", sha
+
+
+def _composite():
+    torch.manual_seed(1)
+    comp = registry.build("backbone", {"name": "hub_test_composite", "encoder": {"name": "hub_test_encoder",
+                                                                                 "weights": "zoo://hub-enc"}})
+    with torch.no_grad():
+        comp.head.weight.add_(1.0)  # stands in for training
+    return comp.eval()
+
+
+def test_load_weights_one_path_checks_hash_and_keys(store_encoder, tmp_path):
+    enc, file, sha = store_encoder
+    m = FrozenEncoder(width=4)
+    rec = hub.load_weights(m, "zoo://hub-enc")
+    assert rec["sha256"] == sha and rec["path"] == str(file) and "lin.weight" in rec["keys"]
+    assert torch.equal(m.norm.running_mean, enc.norm.running_mean) and m._zoo_weights is rec
+    # a local file in another layout, with a converter on the module
+    torch.save({"model": {f"module.{k}": v for k, v in enc.state_dict().items()}}, tmp_path / "enc.pth")
+
+    class Converting(FrozenEncoder):
+        def convert_checkpoint(self, obj, source):
+            return {k.removeprefix("module."): v for k, v in obj["model"].items()}
+
+    c = Converting(width=4)
+    hub.load_weights(c, tmp_path / "enc.pth")
+    assert torch.equal(c.lin.weight, enc.lin.weight)
+    bad = {k: v for k, v in enc.state_dict().items() if k != "lin.bias"}
+    bad["extra.weight"] = torch.zeros(1)
+    bad["norm.weight"] = torch.zeros(5)
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(hub.CheckpointError, match=r"weights .*bad.pt \(.*bad.pt\) do not fit backbone/hub_test_encoder: "
+                                                  r"missing 1 key\(s\): lin.bias; unexpected 1 key\(s\): extra.weight; "
+                                                  r"1 shape mismatch\(es\) \(file vs module\): norm.weight \(5,\) vs \(4,\)"):
+        hub.load_weights(FrozenEncoder(width=4), tmp_path / "bad.pt")
+    with pytest.raises(hub.CheckpointError, match=r"expected 00+ \(the export that references it\), got " + sha):
+        hub.load_weights(FrozenEncoder(width=4), "hub-enc", expected_sha256="0" * 64)
+
+
+class _Payload:
+    """Unpickling this runs a shell command: weight files must never get that far."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_weights_files_never_unpickle_arbitrary_objects(hub_env, tmp_path):
+    path = tmp_path / "evil.pt"
+    marker = tmp_path / "payload-ran"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, path)
+    with pytest.raises(hub.CheckpointError, match=r"cannot read weights file .*evil.pt with torch.load\(weights_only=True\)"):
+        hub.load_weights(FrozenEncoder(), path)
+    assert not marker.exists(), "the pickle payload ran"
+
+
+def test_export_references_frozen_parts_and_reload_fetches_them(store_encoder, tmp_path):
+    enc, file, sha = store_encoder
+    comp = _composite()
+    out = hub.export(comp, tmp_path / "exp")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["self_contained"] is False
+    assert cfg["frozen"] == [{"module": "encoder", "component": "backbone/hub_test_encoder", "source": "zoo://hub-enc",
+                              "sha256": sha, "keys": sorted(enc.state_dict())}]
+    header = hub.check_safetensors(out / "model.safetensors")
+    assert sorted(k for k in header if k != "__metadata__") == ["head.bias", "head.weight"]
+    x = torch.randn(3, 4)
+    again = hub.load(out)
+    torch.testing.assert_close(again(x), comp(x), rtol=0, atol=0)
+    # a buffer that changed after loading (BatchNorm running stats in train mode) is stored, not referenced
+    comp.train()
+    comp(torch.randn(8, 4))
+    comp.eval()
+    cfg2 = yaml.safe_load((hub.export(comp, tmp_path / "exp2") / "config.yaml").read_text())
+    assert cfg2["frozen"][0]["keys"] == ["lin.bias", "lin.weight", "norm.bias", "norm.weight"]
+    torch.testing.assert_close(hub.load(tmp_path / "exp2")(x), comp(x), rtol=0, atol=0)
+
+
+def test_export_with_a_frozen_part_missing_from_the_store(store_encoder, tmp_path):
+    enc, file, sha = store_encoder
+    comp = _composite()
+    out = hub.export(comp, tmp_path / "exp")
+    solo = hub.export(comp, tmp_path / "solo", self_contained=True)
+    assert yaml.safe_load((solo / "config.yaml").read_text())["frozen"] == []
+    file.unlink()
+    with pytest.raises(FileNotFoundError) as e:
+        hub.load(out)
+    msg = str(e.value)
+    assert msg.startswith(f"{out / 'config.yaml'} references its frozen part 'encoder' (backbone/hub_test_encoder) "
+                          f"instead of storing it: zoo://hub-enc (sha256 {sha}) is needed to load this export. "
+                          f"checkpoint 'hub-enc' (weights for backbone/hub_test_encoder) is not in the local cache: "
+                          f"expected {file}. Source: https://example.org/hub-enc (place it here).")
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(hub.load(solo)(x), comp(x), rtol=0, atol=0)

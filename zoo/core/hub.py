@@ -1,29 +1,37 @@
-"""The checkpoint store: export components, load them back, verify files.
+"""The checkpoint store: export components, load them back, load pretrained weights, verify files.
 
 An exported component is a directory with two files::
 
-    model.safetensors   the state_dict (contiguous CPU tensors; tied tensors stored once)
-    config.yaml         {format, kind, name, hparams, zoo_version, weights, sha256, extra}
+    model.safetensors   the trained tensors (contiguous CPU tensors; tied tensors stored once)
+    config.yaml         {format, kind, name, hparams, zoo_version, weights, sha256, frozen, extra}
 
-``load`` accepts such a directory (or its model.safetensors), a Lightning
-``.ckpt`` written by the run tool (``checkpoint["zoo"] = {"kind", "name"}``
-plus Lightning's ``hyper_parameters`` and ``state_dict``), or the name of a
-pretrained checkpoint listed under ``checkpoints:`` in registry.yaml. Named
-checkpoints live in ``$ZOO_HOME/checkpoints/<name>/<file>`` (ZOO_HOME defaults
-to ``~/.cache/hoi-zoo``). Nothing is ever downloaded: a missing file raises
-FileNotFoundError saying what it is, where it is expected, where it comes
-from and its licence.
+Build first, load second. Components whose weights may come from a file take a ``weights``
+argument (a registry checkpoint ``zoo://name`` / ``name``, or a local path) and inherit
+:class:`Pretrained`; :func:`load_weights` is the one path that reads such a file (hash-checked,
+through the component's optional ``convert_checkpoint`` key converter) into a built module.
+Frozen tensors that came from such a file are not copied into an export: ``config.yaml`` lists
+them under ``frozen`` with the source and its sha256, and :func:`load` fetches them from the
+store again (``export(..., self_contained=True)`` writes everything instead).
 
-Every file is checked before it is deserialised: the safetensors header must
-be well formed and cover the file exactly (this catches truncated copies), and
-its SHA-256 must match the hash recorded in config.yaml and, for named
-checkpoints, in registry.yaml.
+``load`` accepts an export directory (or its model.safetensors), a Lightning ``.ckpt`` written by
+the run loop (``checkpoint["zoo"] = {"kind", "name"}`` plus Lightning's ``hyper_parameters`` and
+``state_dict``), or the name of a pretrained checkpoint listed under ``checkpoints:`` in
+registry.yaml. Named checkpoints live in ``$ZOO_HOME/checkpoints/<name>/<file>`` (ZOO_HOME
+defaults to ``~/.cache/hoi-zoo``). Nothing is ever downloaded: a missing file raises
+FileNotFoundError saying what it is, where it is expected, where it comes from and its licence.
 
-torch and safetensors are imported lazily, so ``verify`` of a safetensors
-file and ``tools/zoo.py`` stay light.
+Every file is checked before it is deserialised: the safetensors header must be well formed and
+cover the file exactly (this catches truncated copies), and its SHA-256 must match the hash
+recorded in config.yaml and, for named checkpoints, in registry.yaml. ``torch.load`` runs with
+``weights_only=True`` for weight files.
+
+torch and safetensors are imported lazily, so ``verify`` of a safetensors file and the catalog
+stay light.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import json
 import os
@@ -34,8 +42,11 @@ from typing import Any
 
 from zoo.core import registry
 from zoo.core.atomic import atomic_open, atomic_path, sha256_file
+from zoo.core.paths import cache_root
 
-__all__ = ["export", "load", "verify", "resolve", "zoo_home", "checkpoint_path", "CheckpointError"]
+__all__ = ["export", "load", "load_weights", "Pretrained", "pretrained_disabled", "pretrained_skipped", "verify",
+           "resolve", "zoo_home",
+           "checkpoint_path", "CheckpointError"]
 
 FORMAT = "hoi-zoo/1"
 WEIGHTS = "model.safetensors"
@@ -49,15 +60,13 @@ class CheckpointError(ValueError):
 
 
 def zoo_home() -> Path:
-    """The local cache root: $ZOO_HOME, else ~/.cache/hoi-zoo."""
-    return Path(os.environ.get("ZOO_HOME") or "~/.cache/hoi-zoo").expanduser()
+    """The local cache root: $ZOO_HOME, else ~/.cache/hoi-zoo (zoo.core.paths.cache_root)."""
+    return cache_root()
 
 
 def _zoo_version() -> str:
-    try:
-        from zoo import __version__
-    except ImportError:  # pragma: no cover - only when zoo is vendored oddly
-        return "unknown"
+    from zoo.core import __version__
+
     return str(__version__)
 
 
@@ -83,21 +92,23 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _component_hparams(component: Any) -> dict[str, Any]:
-    """The constructor arguments that rebuild ``component``."""
-    if getattr(component, "_zoo_config", None) is not None:
-        raw = component._zoo_config
-    elif getattr(component, "hparams", None) is not None and len(component.hparams) > 0:
-        raw = component.hparams
+    """The constructor arguments that rebuild ``component``: its saved hyper-parameters, else the
+    arguments ``@register`` recorded when it was built."""
+    hp = getattr(component, "hparams", None)
+    if hp is not None and len(hp) > 0:
+        raw = dict(hp)
+    elif getattr(component, "_zoo_config", None) is not None:
+        raw = dict(component._zoo_config)
     else:
         required = [p.name for p in inspect.signature(type(component).__init__).parameters.values()
                     if p.name != "self" and p.default is inspect.Parameter.empty
                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         if required:
             raise ValueError(f"cannot export {type(component).__qualname__}: it records no constructor arguments "
-                             f"but needs {', '.join(required)}; call self.save_hyperparameters() in __init__ "
-                             f"or set a _zoo_config dict")
+                             f"but needs {', '.join(required)}; register the class (@register records them) or "
+                             f"call self.save_hyperparameters() in __init__")
         raw = {}
-    return _plain(dict(raw), "hparams")
+    return _plain(raw, "hparams")
 
 
 def _dedup_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -133,14 +144,57 @@ def _dedup_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
     return out, aliases
 
 
+def _fingerprint(t: Any) -> str:
+    """A digest of a tensor's bytes (to tell whether a loaded buffer changed since)."""
+    import hashlib
+
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest() + f":{t.dtype}:{tuple(t.shape)}"
+
+
+def _is_frozen(module: Any, key: str, record: dict) -> bool:
+    """Whether tensor ``key`` of ``module`` still holds what ``record``'s file gave it and never trains:
+    a parameter with requires_grad False, or a buffer whose value is unchanged since it was loaded."""
+    params = dict(module.named_parameters())
+    if key in params:
+        return not params[key].requires_grad
+    buffers = dict(module.named_buffers())
+    if key not in buffers:
+        return False
+    return record.get("buffers", {}).get(key) == _fingerprint(buffers[key])
+
+
+def frozen_references(component: Any) -> list[dict[str, Any]]:
+    """The frozen parts of ``component`` that came from a weights file: [{module, component, source,
+    sha256, keys}], outermost first; each key is claimed by the outermost part that loaded it."""
+    refs, claimed = [], set()
+    mods = sorted(component.named_modules(), key=lambda pm: (pm[0].count(".") + bool(pm[0]), pm[0]))
+    for prefix, mod in mods:
+        rec = mod.__dict__.get("_zoo_weights")
+        if not rec:
+            continue
+        pre = f"{prefix}." if prefix else ""
+        keys = [k for k in rec["keys"] if pre + k not in claimed and _is_frozen(mod, k, rec)]
+        if not keys:
+            continue
+        claimed.update(pre + k for k in keys)
+        refs.append({"module": prefix, "component": f"{getattr(mod, '_zoo_kind', '?')}/{getattr(mod, '_zoo_name', '?')}",
+                     "source": rec["source"], "sha256": rec["sha256"], "keys": keys})
+    return refs
+
+
 def export(component: Any, out_dir: str | os.PathLike, *, kind: str | None = None, name: str | None = None,
-           extra: dict | None = None) -> Path:
+           extra: dict | None = None, self_contained: bool = False) -> Path:
     """Write ``component`` to ``out_dir`` as model.safetensors + config.yaml (atomically) and return the dir.
 
-    ``kind``/``name`` default to the ``_zoo_kind``/``_zoo_name`` that
-    ``@register`` put on the class; ``hparams`` come from ``component.hparams``
-    (``save_hyperparameters``) or a ``_zoo_config`` attribute; ``extra`` is
-    free-form YAML-safe metadata (metrics, recipe, notes).
+    ``kind``/``name`` default to the ``_zoo_kind``/``_zoo_name`` that ``@register`` put on the
+    class; ``hparams`` are the constructor arguments (saved hyper-parameters or the ones recorded
+    at registration); ``extra`` is free-form YAML-safe metadata (metrics, recipe, notes). Frozen
+    tensors loaded from a weights file are referenced by source and sha256 instead of copied,
+    unless ``self_contained``.
     """
     import yaml
     from safetensors.torch import save_file
@@ -153,7 +207,9 @@ def export(component: Any, out_dir: str | os.PathLike, *, kind: str | None = Non
     registry._check_kind(kind)
     hparams = _component_hparams(component)
     extra_plain = _plain(dict(extra or {}), "extra")
-    tensors, aliases = _dedup_state(component.state_dict())
+    refs = [] if self_contained else frozen_references(component)
+    dropped = {(f"{r['module']}." if r["module"] else "") + k for r in refs for k in r["keys"]}
+    tensors, aliases = _dedup_state({k: v for k, v in component.state_dict().items() if k not in dropped})
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +224,8 @@ def export(component: Any, out_dir: str | os.PathLike, *, kind: str | None = Non
         "zoo_version": _zoo_version(),
         "weights": WEIGHTS,
         "sha256": sha256_file(out / WEIGHTS),
+        "self_contained": bool(self_contained),
+        "frozen": refs,
         "extra": extra_plain,
     }
     with atomic_open(out / CONFIG, "w") as fh:
@@ -298,7 +356,7 @@ def _missing_message(name: str, ent: dict, path: Path) -> str:
     return (f"checkpoint '{name}' ({what}) is not in the local cache: expected {path}. "
             f"Source: {ent.get('source', 'not stated')}. Licence: {ent.get('licence', 'not stated')}. "
             f"hoi-zoo never downloads; fetch it from the source, place it at that path "
-            f"(or point ZOO_HOME elsewhere), then run `python tools/zoo.py verify {name}`.")
+            f"(or point ZOO_HOME elsewhere), then run `hoi-zoo verify {name}` (or `python tools/catalog.py verify {name}`).")
 
 
 def resolve(name: str) -> Path:
@@ -340,24 +398,191 @@ def _named(text: str) -> str:
 # --------------------------------------------------------------------------- load
 
 
-def _build(kind: str, name: str, hparams: dict, source: Path) -> Any:
-    cls = registry.get(kind, name)
+_SKIP_PRETRAINED = contextvars.ContextVar("zoo_skip_pretrained", default=False)
+
+
+@contextlib.contextmanager
+def pretrained_disabled():
+    """Inside this block :meth:`Pretrained.load_pretrained` does nothing (the caller loads every tensor
+    itself, e.g. from a checkpoint that holds them all)."""
+    token = _SKIP_PRETRAINED.set(True)
     try:
-        return cls(**hparams)
+        yield
+    finally:
+        _SKIP_PRETRAINED.reset(token)
+
+
+def pretrained_skipped() -> bool:
+    """True inside :func:`pretrained_disabled` (the caller loads every tensor itself; early checks for the
+    weights file can be skipped too)."""
+    return _SKIP_PRETRAINED.get()
+
+
+class Pretrained:
+    """Mixin for components whose weights may come from a file.
+
+    The component takes a constructor argument named by ``weights_arg`` (default ``weights``): a
+    registry checkpoint (``zoo://name`` or ``name``) or a local file (.safetensors, an export
+    directory, a Lightning .ckpt, or a torch file read with ``weights_only=True``). It is built
+    first and loaded second: :func:`zoo.core.registry.materialize` (or the system that owns it)
+    calls :meth:`load_pretrained` after ``configure_model``. Override :meth:`convert_checkpoint` to
+    map an upstream key layout onto the module's, and :meth:`pretrained_keys` when the file covers
+    only part of the module (e.g. a backbone without its projection).
+    """
+
+    weights_arg = "weights"
+    weights_only_globals: tuple = ()  # extra types torch.load(weights_only=True) may unpickle
+
+    def weights_source(self) -> str | None:
+        """The configured weights source, or None (random initialisation)."""
+        cfg = {**(self.__dict__.get("_zoo_config") or {}), **dict(getattr(self, "hparams", None) or {})}
+        src = cfg.get(self.weights_arg)
+        return None if src in (None, "") else os.fspath(src)
+
+    def convert_checkpoint(self, obj: Any, source: str) -> dict:
+        """The state dict (module key -> tensor) in ``obj``, what the weights file deserialised to."""
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{source}: expected a state_dict (or a dict with 'state_dict'), got "
+                                  f"{type(obj).__name__}; give {type(self).__qualname__} a convert_checkpoint for it")
+        return obj
+
+    def pretrained_keys(self) -> set[str] | None:
+        """State keys the weights file must provide (None: every key of the module)."""
+        return None
+
+    def load_pretrained(self) -> dict | None:
+        """Load the configured weights (once); returns what :func:`load_weights` recorded, or None."""
+        src = self.weights_source()
+        if src is None or _SKIP_PRETRAINED.get():
+            return None
+        rec = self.__dict__.get("_zoo_weights")
+        if rec and rec.get("source") == src:
+            return rec
+        return load_weights(self, src)
+
+
+def _locate_weights(source: str) -> tuple[Path, str | None, str]:
+    """(local file, expected sha256 or None, description) of a weights source; registry names are resolved."""
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists() and not text.startswith("zoo://"):
+        return path, None, str(path)
+    name = _named(text)
+    ent = registry.checkpoint_entry(name)
+    return resolve(name), _norm_hash(ent.get("sha256")), f"zoo://{name}"
+
+
+def _read_weights(path: Path, safe_globals: tuple = ()) -> Any:
+    """What a weights file holds: a state dict for safetensors / exports / Lightning checkpoints, else the
+    object ``torch.load(weights_only=True)`` returns (never a full unpickle)."""
+    if path.is_dir():
+        path = path / WEIGHTS
+    if path.suffix == ".safetensors":
+        check_safetensors(path)
+        return _load_safetensors_state(path)
+    import torch
+
+    _check_torch_zip(path)
+    try:
+        if safe_globals:
+            with torch.serialization.safe_globals(list(safe_globals)):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the file
+        raise CheckpointError(f"cannot read weights file {path} with torch.load(weights_only=True): {exc}") from None
+    if path.suffix == ".ckpt" and isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"]
+    return obj
+
+
+def load_weights(module: Any, source: str | os.PathLike, *, strict: bool = True,
+                 expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load the weights file ``source`` (registry name or path) into the built ``module``.
+
+    The file is hash-checked (registry.yaml's sha256 for named checkpoints, ``expected_sha256``
+    when given), read without unpickling arbitrary objects, converted by the module's
+    ``convert_checkpoint`` (when it has one) and loaded. With ``strict`` every key the module's
+    ``pretrained_keys()`` (default: all of its state) names must be present with the right shape and
+    nothing unknown may be left over; the error names the file and the first offending keys.
+    Returns, and records on the module as ``_zoo_weights``, {source, path, sha256, keys, buffers}.
+    """
+    text = os.fspath(source)
+    path, expected, who = _locate_weights(text)
+    sha = sha256_file(path / WEIGHTS if path.is_dir() else path)
+    for exp, by in ((expected, "registry.yaml"), (_norm_hash(expected_sha256), "the export that references it")):
+        if exp is not None and sha != exp:
+            raise CheckpointError(f"sha256 mismatch for {path} ({who}): expected {exp} ({by}), got {sha} "
+                                  f"(the file is corrupt, partially copied, or a different version)")
+    obj = _read_weights(path, tuple(getattr(module, "weights_only_globals", ()) or ()))
+    convert = getattr(module, "convert_checkpoint", None)
+    state = convert(obj, who) if callable(convert) else Pretrained.convert_checkpoint(module, obj, who)
+    need_fn = getattr(module, "pretrained_keys", None)
+    what = f"{getattr(module, '_zoo_kind', 'component')}/{getattr(module, '_zoo_name', type(module).__qualname__)}"
+    loadable = fit_state(module, state, f"weights {who} ({path}) do not fit {what}",
+                         need_fn() if callable(need_fn) else None, strict)
+    module.load_state_dict(loadable, strict=False)
+    buffers = dict(module.named_buffers())
+    record = {"source": text, "path": str(path), "sha256": sha, "keys": sorted(loadable),
+              "buffers": {k: _fingerprint(buffers[k]) for k in loadable if k in buffers}}
+    module.__dict__["_zoo_weights"] = record
+    return record
+
+
+def _first(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def fit_state(module: Any, state: dict, problem: str, need: set[str] | None = None, strict: bool = True) -> dict:
+    """The entries of ``state`` that fit ``module`` (known key, same shape). With ``strict``, a key of ``need``
+    (default: every key of the module) that is absent, an unknown key or a shape mismatch raises
+    CheckpointError: ``problem`` followed by the first offending keys of each sort."""
+    own = module.state_dict()
+    need = need or set(own)
+    missing = sorted(k for k in need if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if strict and (missing or unexpected or mismatched):
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_first(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es) (file vs module): {_first(mismatched, 3)}")
+        raise CheckpointError(f"{problem}: " + "; ".join(parts))
+    bad = {m.split(" ")[0] for m in mismatched}
+    return {k: v for k, v in state.items() if k in own and k not in bad}
+
+
+def _build(kind: str, name: str, hparams: dict, source: Path) -> Any:
+    """Rebuild a component (configured, pretrained weights not loaded: the caller loads every tensor)."""
+    try:
+        with pretrained_disabled():
+            return registry.build(kind, {"name": name, **hparams}, materialize=True)
     except TypeError as exc:
         raise CheckpointError(f"cannot rebuild {kind}/{name} from {source}: {exc} (hparams: {sorted(hparams)})") from None
 
 
-def _apply_state(model: Any, state: dict, strict: bool, source: Path) -> None:
-    try:
-        result = model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        raise CheckpointError(f"state_dict in {source} does not fit {type(model).__qualname__}: {exc}") from None
-    if not strict and (result.missing_keys or result.unexpected_keys):
+def _apply_state(model: Any, state: dict, strict: bool, source: Path, allowed_missing: set[str] = frozenset()) -> None:
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in allowed_missing]
+    unexpected = list(result.unexpected_keys)
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_first(unexpected)}")
+        raise CheckpointError(f"state_dict in {source} does not fit {type(model).__qualname__}: " + "; ".join(parts))
+    if not strict and (missing or unexpected):
         import warnings
 
-        warnings.warn(f"loading {source} with strict=False: missing {result.missing_keys}, "
-                      f"unexpected {result.unexpected_keys}", stacklevel=3)
+        warnings.warn(f"loading {source} with strict=False: missing {missing}, unexpected {unexpected}", stacklevel=3)
 
 
 def _load_safetensors_state(path: Path) -> dict:
@@ -399,8 +624,32 @@ def _finish(model: Any, map_location: Any) -> Any:
     return model.eval()
 
 
+def _load_frozen(model: Any, refs: list, config: Path) -> set[str]:
+    """Load each frozen part an export references from its source (hash-checked); returns their keys."""
+    keys: set[str] = set()
+    for ref in refs or []:
+        prefix = str(ref.get("module", ""))
+        try:
+            part = model.get_submodule(prefix) if prefix else model
+        except AttributeError:
+            raise CheckpointError(f"{config}: frozen part '{prefix}' is not a module of the rebuilt "
+                                  f"{type(model).__qualname__}") from None
+        try:
+            load_weights(part, ref["source"], expected_sha256=ref.get("sha256"))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{config} references its frozen part '{prefix or '.'}' ({ref.get('component')}) "
+                                    f"instead of storing it: {ref['source']} (sha256 {ref.get('sha256')}) is needed "
+                                    f"to load this export. {exc}") from None
+        except CheckpointError as exc:
+            raise CheckpointError(f"{config}: frozen part '{prefix or '.'}' ({ref.get('component')}) from "
+                                  f"{ref['source']}: {exc}") from None
+        pre = f"{prefix}." if prefix else ""
+        keys.update(pre + k for k in ref.get("keys", []))
+    return keys
+
+
 def _load_export(weights: Path, config: Path, strict: bool, expected: str | None, who: str) -> Any:
-    """Load an export directory's files after structure and hash checks."""
+    """Load an export directory's files after structure and hash checks (frozen parts from their sources)."""
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found (expected the weights of an export written by "
                                 f"zoo.core.hub.export)")
@@ -413,12 +662,13 @@ def _load_export(weights: Path, config: Path, strict: bool, expected: str | None
     if expected is not None:
         _check_hash(weights, expected, who, actual=actual)
     model = _build(str(cfg["kind"]), str(cfg["name"]), dict(cfg.get("hparams") or {}), config)
-    _apply_state(model, _load_safetensors_state(weights), strict, weights)
+    frozen = _load_frozen(model, cfg.get("frozen") or [], config)
+    _apply_state(model, _load_safetensors_state(weights), strict, weights, allowed_missing=frozen)
     return model
 
 
 def _load_ckpt(path: Path, strict: bool, component: str | None) -> Any:
-    """Rebuild a component from a Lightning checkpoint written by the run tool."""
+    """Rebuild a component from a Lightning checkpoint written by the run loop."""
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint: no 'state_dict' key")
@@ -436,45 +686,43 @@ def _load_ckpt(path: Path, strict: bool, component: str | None) -> Any:
     return model
 
 
-def _load_foreign(path: Path, kind: str, name: str, hparams: dict, strict: bool) -> Any:
-    """Official weights in their own format (.pth/.pt/.bin): the class may convert them.
-
-    A component class can define ``convert_checkpoint(obj) -> state_dict``
-    (classmethod or staticmethod) for the upstream layout, e.g. DECO's
-    ``{"deco": state_dict, ...}``; otherwise a dict with 'state_dict', or a
-    plain state_dict, is expected.
-    """
-    obj = _torch_load(path)
-    model = _build(kind, name, hparams, path)
-    convert = getattr(type(model), "convert_checkpoint", None)
-    if convert is not None:
-        state = convert(obj)
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        state = obj["state_dict"]
-    else:
-        state = obj
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state_dict (or a dict with 'state_dict'), got {type(state).__name__}; "
-                              f"give {kind}/{name} a convert_checkpoint(obj) hook for this layout")
-    _apply_state(model, state, strict, path)
+def _load_foreign(path: Path | str, kind: str, name: str, hparams: dict, strict: bool) -> Any:
+    """Official weights in their own format (.pth/.pt/.bin or a registry file): build the component,
+    then load the file through :func:`load_weights` (its ``convert_checkpoint`` maps the layout)."""
+    model = _build(kind, name, hparams, Path(str(path)))
+    load_weights(model, path, strict=strict)
     return model
+
+
+def _entry_hparams(ent: dict, kind: str, name: str) -> dict:
+    """A registry checkpoint's constructor arguments: its ``hparams``, else the ``recipe`` section that made it."""
+    if ent.get("hparams") is not None or not ent.get("recipe"):
+        return dict(ent.get("hparams") or {})
+    from zoo.core import recipe as R
+
+    section = "system" if kind == "system" else None
+    rec = R.load(str(ent["recipe"]), validate=False)
+    cfg = dict(rec.get(section) or {}) if section else {}
+    cfg.pop("name", None)
+    return cfg
 
 
 def load(name_or_path: str | os.PathLike, map_location: Any = "cpu", strict: bool = True,
          component: str | None = None) -> Any:
     """Rebuild a component (in eval mode, on ``map_location``) from a checkpoint.
 
-    ``name_or_path``: an export directory or its model.safetensors; a Lightning
-    ``.ckpt`` (kind/name from ``checkpoint["zoo"]`` or ``component='kind/name'``);
-    or a registry checkpoint name (``zoo://`` prefix allowed) found in
-    ``$ZOO_HOME/checkpoints/<name>/``. ``strict`` is passed to load_state_dict.
+    ``name_or_path``: an export directory or its model.safetensors (frozen parts it references are
+    fetched from the store); a Lightning ``.ckpt`` (kind/name from ``checkpoint["zoo"]`` or
+    ``component='kind/name'``); a weights file in a component's own layout with
+    ``component='kind/name'``; or a registry checkpoint name (``zoo://`` prefix allowed) found in
+    ``$ZOO_HOME/checkpoints/<name>/``. ``strict`` is passed to the state-dict check.
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir():
             model = _load_export(path / WEIGHTS, path / CONFIG, strict, None, "")
-        elif path.suffix == ".safetensors":
+        elif path.suffix == ".safetensors" and (path.parent / CONFIG).is_file():
             model = _load_export(path, path.parent / CONFIG, strict, None, "")
         elif path.suffix == ".ckpt":
             model = _load_ckpt(path, strict, component)
@@ -493,21 +741,13 @@ def load(name_or_path: str | os.PathLike, map_location: Any = "cpu", strict: boo
         raise FileNotFoundError(_missing_message(name, ent, file))
     kind, cname = _split_component(ent.get("component"), f"registry.yaml checkpoint '{name}'")
     expected = ent.get("sha256")
-    if file.suffix == ".safetensors":
-        cfg = file.parent / CONFIG
-        if cfg.is_file():
-            model = _load_export(file, cfg, strict, expected, "registry.yaml")
-        else:
-            check_safetensors(file)
-            _check_hash(file, expected, "registry.yaml")
-            model = _build(kind, cname, dict(ent.get("hparams") or {}), file)
-            _apply_state(model, _load_safetensors_state(file), strict, file)
+    if file.suffix == ".safetensors" and (file.parent / CONFIG).is_file():
+        model = _load_export(file, file.parent / CONFIG, strict, expected, "registry.yaml")
     elif file.suffix == ".ckpt":
         _check_hash(file, expected, "registry.yaml")
         model = _load_ckpt(file, strict, f"{kind}/{cname}")
     else:
-        _check_hash(file, expected, "registry.yaml")
-        model = _load_foreign(file, kind, cname, dict(ent.get("hparams") or {}), strict)
+        model = _load_foreign(f"zoo://{name}", kind, cname, _entry_hparams(ent, kind, cname), strict)
     got = (getattr(model, "_zoo_kind", kind), getattr(model, "_zoo_name", cname))
     if got != (kind, cname):
         raise CheckpointError(f"checkpoint '{name}' is registered for {kind}/{cname} but its files hold "
