@@ -1,7 +1,10 @@
-"""Shared test set-up: run from the checkout, never touch the network, keep W&B offline."""
+"""Shared test set-up: run from the checkout, never touch the network, keep W&B offline; session fixtures with
+synthetic body models and small synthetic DAMON- and PIAD-format datasets."""
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -9,3 +12,85 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def zoo_files(tmp_path, monkeypatch):
+    """A function writing a registry.yaml and named recipes under tmp_path, pointing ZOO_REGISTRY / ZOO_RECIPES
+    at them, putting ``modules_dir`` (where the test components live) on sys.path and moving into tmp_path;
+    returns the recipes dir. The registry index cache is cleared afterwards."""
+    from zoo.core import registry
+
+    def write(registry_yaml: str, recipes: dict[str, str], modules_dir: Path) -> Path:
+        monkeypatch.syspath_prepend(str(modules_dir))
+        (tmp_path / "registry.yaml").write_text(registry_yaml)
+        for name, text in recipes.items():
+            path = tmp_path / "recipes" / f"{name}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
+        monkeypatch.setenv("ZOO_RECIPES", str(tmp_path / "recipes"))
+        monkeypatch.chdir(tmp_path)
+        registry.index(reload=True)
+        return tmp_path / "recipes"
+
+    yield write
+    registry._INDEX_CACHE.clear()
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """(body_models_dir, damon_root) written once per test session."""
+    from zoo.body.synthetic import write_synthetic_body_models
+    from zoo.data.synthetic.damon import cli
+
+    root = tmp_path_factory.mktemp("synth")
+    body = write_synthetic_body_models(root / "body_models")
+    damon = root / "damon"
+    assert cli(["--n", "40", "--out", str(damon), "--seed", "1", "--model-dir", str(body)]) in (0, None)
+    return Path(body), damon
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch, synth):
+    """Run in a temporary directory with the synthetic body models configured."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_BODY_MODELS", str(synth[0]))
+    monkeypatch.delenv("ZOO_RUN_DIR", raising=False)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def synth_piad(tmp_path_factory):
+    """A small synthetic PIAD-format dataset (Seen setting), written once per test session."""
+    from zoo.data.synthetic.piad import generate_piad
+
+    root = tmp_path_factory.mktemp("piad")
+    generate_piad(root, n_objects=48, n_images=48, seed=3, image_size=64)
+    return Path(root)
+
+
+def _assert_same_last_checkpoint(full: Path, resumed: Path) -> None:
+    """The resumed run's last.ckpt equals the uninterrupted one's: step, every weight, every
+    optimiser state tensor and the LR schedulers' state."""
+    import torch
+
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert a["global_step"] == b["global_step"] > 0
+    assert set(a["state_dict"]) == set(b["state_dict"])
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), f"{k} differs after resume"
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert set(sa) == set(sb) and sa
+    for i in sa:
+        for key, v in sa[i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][key])), f"optimizer state {i}/{key} differs"
+    assert a.get("lr_schedulers") == b.get("lr_schedulers")
+
+
+@pytest.fixture
+def same_last_checkpoint():
+    """Asserts that two runs' last checkpoints are equal (see _assert_same_last_checkpoint)."""
+    return _assert_same_last_checkpoint

@@ -3,8 +3,6 @@ from pathlib import Path
 
 import pytest
 
-from zoo.core import registry
-
 HERE = Path(__file__).resolve().parent
 
 TOY_REGISTRY = """
@@ -24,8 +22,7 @@ TOY_BASE = """\
 seed: 0
 system: {name: toy_linear, in_dim: 8, lr: 0.1}
 data: {name: toy_blobs, n: 128, batch_size: 16}
-trainer: {accelerator: cpu, devices: 1, max_epochs: 2, enable_progress_bar: false, log_every_n_steps: 1,
-          num_sanity_val_steps: 0}
+trainer: {accelerator: cpu, devices: 1, max_epochs: 2, log_every_n_steps: 1, num_sanity_val_steps: 0}
 logger: {name: none}
 checkpoint: {monitor: val/f1, mode: max}
 """
@@ -38,18 +35,6 @@ trainer: {max_epochs: 3}
 
 
 @pytest.fixture
-def toy_env(tmp_path, monkeypatch):
+def toy_env(zoo_files):
     """ZOO_REGISTRY / ZOO_RECIPES pointing at toy files; returns the recipes dir."""
-    monkeypatch.syspath_prepend(str(HERE))
-    reg = tmp_path / "registry.yaml"
-    reg.write_text(TOY_REGISTRY)
-    rec = tmp_path / "recipes" / "toy"
-    rec.mkdir(parents=True)
-    (rec / "base.yaml").write_text(TOY_BASE)
-    (rec / "child.yaml").write_text(TOY_CHILD)
-    monkeypatch.setenv("ZOO_REGISTRY", str(reg))
-    monkeypatch.setenv("ZOO_RECIPES", str(tmp_path / "recipes"))
-    monkeypatch.chdir(tmp_path)
-    registry.index(reload=True)
-    yield tmp_path / "recipes"
-    registry._INDEX_CACHE.clear()
+    return zoo_files(TOY_REGISTRY, {"toy/base": TOY_BASE, "toy/child": TOY_CHILD}, HERE)

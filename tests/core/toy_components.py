@@ -41,6 +41,12 @@ class ToyLinear(L.LightningModule):
         self.log("test/acc", acc, sync_dist=True)
         self.log("test/loss", self._loss(batch), sync_dist=True)
 
+    def predict_step(self, batch, i=0):
+        return torch.sigmoid(self(batch[0]))
+
+    def figures(self, batch, n=3):
+        return []
+
     def configure_optimizers(self):
         cls = torch.optim.SGD if self.hparams.optimizer == "sgd" else torch.optim.Adam
         return cls(self.parameters(), lr=self.hparams.lr)
@@ -61,8 +67,14 @@ class ToyBlobs(L.LightningDataModule):
     def train_dataloader(self):
         return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
 
+    def setup(self, stage=None):
+        pass
+
     def val_dataloader(self):
         return DataLoader(self.ds, batch_size=64)
 
     def test_dataloader(self):
+        return DataLoader(self.ds, batch_size=64)
+
+    def predict_dataloader(self):
         return DataLoader(self.ds, batch_size=64)

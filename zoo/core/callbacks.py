@@ -1,0 +1,147 @@
+"""Callbacks the run loop attaches to every run: exact-resume state, figures, and per-epoch progress lines."""
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from lightning import Callback
+
+from zoo.core.atomic import atomic_write_image
+
+__all__ = ["ZooStateCallback", "Figures", "EpochLine", "format_duration"]
+
+
+class ZooStateCallback(Callback):
+    """Stores what exact resume needs beyond Lightning's own state: RNG states, the component's
+    registry identity and recipe, and the W&B run id."""
+
+    def __init__(self, recipe: dict | None = None, wandb_id: str | None = None):
+        self.recipe = recipe
+        self.wandb_id = wandb_id
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: D102
+        checkpoint["zoo"] = {
+            "kind": getattr(pl_module, "_zoo_kind", "system"),
+            "name": getattr(pl_module, "_zoo_name", None),
+            "recipe": dict(self.recipe) if self.recipe is not None else None,
+            "recipe_name": getattr(self.recipe, "name", None),
+            "wandb_id": self.wandb_id,
+        }
+        # Plain tensors, ints and lists only, so the checkpoint loads with torch.load(weights_only=True).
+        np_state = np.random.get_state()
+        py_state = random.getstate()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                      int(np_state[3]), float(np_state[4])],
+            "python": [py_state[0], list(py_state[1]), py_state[2]],
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: D102
+        rng = checkpoint.get("rng_states")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
+
+
+class Figures(Callback):
+    """On the first test batch, write the system's ``figures(batch, n)`` (the ``system`` interface,
+    zoo.core.interfaces.System) as ``<out_dir>/test_<name>.png`` and log them to W&B under
+    ``test/figures`` when the logger is a WandbLogger. A missing file the figures need (e.g. the body
+    model) skips them with a printed note instead of failing the test."""
+
+    def __init__(self, out_dir: str | Path, n: int = 3):
+        self.out_dir = Path(out_dir)
+        self.n = n
+        self.paths: list[Path] = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
+        if batch_idx != 0 or dataloader_idx != 0 or not trainer.is_global_zero:
+            return
+        try:
+            with torch.no_grad():
+                figs = pl_module.figures(batch, self.n)
+        except FileNotFoundError as e:
+            print(f"note: figures skipped: {str(e).splitlines()[0]}")
+            return
+        paths = [atomic_write_image(self.out_dir / f"test_{name}.png", img) for name, img in figs]
+        self.paths.extend(paths)
+        logger = trainer.logger
+        if figs and logger is not None and type(logger).__name__ == "WandbLogger":
+            logger.log_image(key="test/figures", images=[img for _, img in figs], caption=[p.name for p in paths])
+
+
+def format_duration(seconds: float) -> str:
+    """``75.2`` -> ``1m15s``; ``3725`` -> ``1h02m``."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class EpochLine(Callback):
+    """One line per training epoch, for logs and output that is not a terminal::
+
+        epoch 3/40 | train/loss 0.4120 | val/f1 0.5331 | 11.8 s/epoch | ETA 7m04s
+
+    The metrics shown are ``train/loss`` and the checkpoint's monitored metric (when logged); the ETA
+    comes from the mean epoch time so far and max_epochs (or max_steps).
+    """
+
+    def __init__(self, monitor: str | None = None, stream: TextIO | None = None):
+        self.monitor = monitor
+        self.stream = stream
+        self._times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: D102
+        self._start = time.perf_counter()
+
+    def _value(self, metrics: dict, key: str) -> str | None:
+        v = metrics.get(key)
+        if v is None:
+            return None
+        try:
+            return f"{key} {float(v):.4f}"
+        except (TypeError, ValueError):
+            return None
+
+    def line(self, trainer: Any) -> str:
+        """The progress line for the epoch that just ended."""
+        dt = time.perf_counter() - self._start
+        self._times.append(dt)
+        mean = sum(self._times) / len(self._times)
+        epoch = trainer.current_epoch + 1
+        total = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        parts = [f"epoch {epoch}/{total}" if total else f"epoch {epoch}"]
+        metrics = trainer.callback_metrics
+        for key in ("train/loss", self.monitor):
+            text = self._value(metrics, key) if key else None
+            if text:
+                parts.append(text)
+        parts.append(f"{dt:.1f} s/epoch")
+        remaining = None
+        if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.num_training_batches:
+            steps_left = trainer.max_steps - trainer.global_step
+            remaining = max(steps_left, 0) / max(float(trainer.num_training_batches), 1.0) * mean
+        if total:
+            by_epochs = (total - epoch) * mean
+            remaining = by_epochs if remaining is None else min(remaining, by_epochs)
+        if remaining is not None:
+            parts.append(f"ETA {format_duration(remaining)}")
+        return " | ".join(parts)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
+        if not trainer.is_global_zero:
+            return
+        print(self.line(trainer), file=self.stream or sys.stdout, flush=True)
