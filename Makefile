@@ -29,7 +29,7 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -x -p no:cacheprovider tests
-	$(PY) tools/zoo.py docs --check
+	$(PY) tools/catalog.py docs --check
 
 bench: install
 	$(PY) tools/bench.py
@@ -38,7 +38,7 @@ lint: install
 	$(VENV)/bin/ruff check zoo tools tests
 
 docs: install
-	$(PY) tools/zoo.py docs
+	$(PY) tools/catalog.py docs
 
 clean:
 	rm -rf runs .pytest_cache
