@@ -14,9 +14,9 @@ import _cli  # noqa: F401  (puts the checkout on sys.path)
 
 GENERATORS = {
     "body": "zoo.body.synthetic",
-    "damon": "zoo.data.synthetic_damon",
-    "piad": "zoo.data.synthetic_piad",
-    "lemon": "zoo.data.synthetic_lemon",
+    "damon": "zoo.data.synthetic.damon",
+    "piad": "zoo.data.synthetic.piad",
+    "lemon": "zoo.data.synthetic.lemon",
 }
 
 

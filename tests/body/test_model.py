@@ -112,3 +112,58 @@ def test_registry_builds_body_models(body_dir):
     assert get("body_model", "smplx") is SMPLXBody
     m = build("body_model", {"name": "smplh", "model_dir": str(body_dir)})
     assert isinstance(m, SMPLHBody) and m.num_vertices == 6890
+
+
+def test_body_model_state_dict_is_empty(smpl, body_dir):
+    """No SMPL array reaches a state_dict, so none reaches a checkpoint of a module holding a body model."""
+    assert smpl.state_dict() == {}
+    assert len(list(smpl.buffers())) > 5  # the arrays are still there, as buffers that move with .to()
+    holder = torch.nn.Module()
+    holder.body = SMPLHBody(str(body_dir))
+    holder.head = torch.nn.Linear(2, 2)
+    assert sorted(holder.state_dict()) == ["head.bias", "head.weight"]
+    moved = smpl.to(torch.float64)
+    assert moved.v_template.dtype == torch.float64 and moved(pose=torch.zeros(1, 72, dtype=torch.float64))
+
+
+def test_synthesize_writes_the_stand_in_once(tmp_path, capsys):
+    from zoo.body.synthetic import synthetic_model_paths
+
+    m = SMPLBody(str(tmp_path), synthesize=True)
+    out = capsys.readouterr().out
+    assert out == (f"[body] no SMPL model under {tmp_path}: writing the synthetic stand-in body models there\n")
+    paths = synthetic_model_paths(tmp_path)
+    assert m.path == paths["smpl_pkl"] and all(p.is_file() for p in paths.values())
+    stamps = {k: p.stat().st_mtime_ns for k, p in paths.items()}
+    h = SMPLHBody(str(tmp_path), synthesize=True)  # present now: nothing written, nothing printed
+    assert h.num_joints == 52 and capsys.readouterr().out == ""
+    assert {k: p.stat().st_mtime_ns for k, p in paths.items()} == stamps
+
+
+def test_synthesize_keeps_model_files_already_there(tmp_path, body_dir, capsys):
+    from zoo.body.synthetic import synthetic_model_paths
+
+    paths = synthetic_model_paths(tmp_path)
+    paths["smpl_pkl"].parent.mkdir(parents=True)
+    # Stands for a user's own SMPL file: synthesizing the missing SMPL-H must leave it as it is.
+    paths["smpl_pkl"].write_bytes((body_dir / "smpl" / "SMPL_NEUTRAL.pkl").read_bytes())
+    before = paths["smpl_pkl"].stat().st_mtime_ns
+    SMPLHBody(str(tmp_path), synthesize=True)
+    assert "[body] no SMPL-H model under" in capsys.readouterr().out
+    assert paths["smpl_pkl"].stat().st_mtime_ns == before and paths["smplh_pkl"].is_file()
+
+
+def test_gendered_models_cannot_be_synthesized(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match=r"SMPL-X male body model not found: .*synthesize=True cannot help: "
+                                                r"the synthetic stand-in is a neutral SMPL / SMPL-H / SMPL-X model "
+                                                r"only \(no male or female\)\.$"):
+        SMPLXBody(str(tmp_path), gender="male", synthesize=True)
+    with pytest.raises(FileNotFoundError, match="SMPL female body model not found.*synthesize=True cannot help"):
+        SMPLBody(str(tmp_path), gender="female", synthesize=True)
+    # the stand-in's SMPL-X file is an .npz, so an SMPL-X pickle cannot be synthesized either
+    with pytest.raises(FileNotFoundError, match=r"SMPLX_NEUTRAL\.pkl.*its SMPL-X file is an \.npz"):
+        SMPLXBody(str(tmp_path), ext="pkl", synthesize=True)
+    assert capsys.readouterr().out == "" and not any(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError) as e:  # without synthesize the message stays as it was
+        SMPLXBody(str(tmp_path))
+    assert "synthesize" not in str(e.value)

@@ -12,7 +12,11 @@ import pytest
 from zoo.body.skeleton import SMPL_PARENTS, SMPLH_PARENTS
 from zoo.body.synthetic import NUM_BETAS, cli, synthetic_model_paths, write_synthetic_body_models
 
-CHECKER = Path("/work/shared/tools/check_formats.py")
+# The shared format checker, next to the checkout (../shared) or inside it (shared/).
+_ROOT = Path(__file__).resolve().parents[2]
+CHECKER = next((p for p in (_ROOT.parent / "shared" / "tools" / "check_formats.py",
+                            _ROOT / "shared" / "tools" / "check_formats.py") if p.is_file()),
+               _ROOT.parent / "shared" / "tools" / "check_formats.py")
 
 
 def _load(path):
@@ -23,19 +27,20 @@ def _load(path):
         return pickle.load(fh, encoding="latin1")
 
 
-@pytest.mark.skipif(not CHECKER.is_file(), reason="shared/tools/check_formats.py not present")
+@pytest.mark.skipif(not CHECKER.is_file(), reason=f"format checker not found at {CHECKER} (shared/tools)")
 def test_check_formats_passes(body_dir):
     res = subprocess.run([sys.executable, str(CHECKER), "smplx", str(body_dir)], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 problem(s)" in res.stdout
     assert res.stdout.count("smplx builds it; 6890 vertices") == 3
+    assert res.stdout.count("smplx builds it; 10475 vertices, 55 joints") == 1
 
 
 def test_files_and_shapes(body_dir):
     paths = synthetic_model_paths(body_dir)
     assert sorted(p.relative_to(body_dir).as_posix() for p in paths.values()) == [
-        "smpl/SMPL_NEUTRAL.pkl", "smplh/SMPLH_NEUTRAL.npz", "smplh/SMPLH_NEUTRAL.pkl"]
+        "smpl/SMPL_NEUTRAL.pkl", "smplh/SMPLH_NEUTRAL.npz", "smplh/SMPLH_NEUTRAL.pkl", "smplx/SMPLX_NEUTRAL.npz"]
     for key, n_j in (("smpl_pkl", 24), ("smplh_pkl", 52), ("smplh_npz", 52)):
         d = _load(paths[key])
         assert d["v_template"].shape == (6890, 3)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data.damon import IMAGENET_MEAN, IMAGENET_STD, DamonDataModule
+from zoo.data.damon import DamonDataModule
+from zoo.data.formats import IMAGENET_MEAN, IMAGENET_STD
 
 N = 6
 W0, H0 = 40, 30  # original image size

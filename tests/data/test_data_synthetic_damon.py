@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data.synthetic_damon import (
+from zoo.data.synthetic.damon import (
     OBJECT_CLASS,
     OBJECT_LABELS,
     PERSON_CLASS,
@@ -112,7 +112,8 @@ def test_labels_consistent(generated):
 def test_camera_frame_parameters_reproduce_the_image(generated, body_dir):
     """BodyModel(pose, shape, transl) projected with cam_k covers the person pixels and the 2D contact mask."""
     from zoo.body.model import BodyModel
-    from zoo.render.raster import project_opencv, rasterize
+    from zoo.render.cameras import project_opencv
+    from zoo.render.raster import rasterize
 
     a, _ = generated
     d = np.load(a / "hot_dca_trainval.npz", allow_pickle=True)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from zoo.data.lemon import LEMON_AFFORDANCES, LemonDataModule, read_contact
-from zoo.data.synthetic_lemon import generate_lemon, to_lemon_columns
+from zoo.data.formats import LEMON_AFFORDANCES
+from zoo.data.lemon import LemonDataModule, read_contact
+from zoo.data.synthetic.lemon import generate_lemon, to_lemon_columns
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,10 @@ def test_contact_matches_posed_body_geometry(lemon_root):
     dm.setup("test")
     item = dm.test_set[0]
     model = SMPLHBody(str(body))
-    aa = lambda m: torch.as_tensor(Rotation.from_matrix(m.numpy()).as_rotvec().reshape(1, -1), dtype=torch.float32)
+
+    def aa(m):
+        return torch.as_tensor(Rotation.from_matrix(m.numpy()).as_rotvec().reshape(1, -1), dtype=torch.float32)
+
     with torch.no_grad():
         v = model(global_orient=aa(item["global_orient_rotmat"]), body_pose=aa(item["body_pose_rotmat"]),
                   betas=item["betas"][None, :10], transl=item["transl"][None])["vertices"][0]
@@ -89,4 +93,4 @@ def test_lemon_columns_and_strict_errors(lemon_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"LEMON list file not found: .*nothing/txt_scripts/train\.txt"):
         dm.setup()
     with pytest.raises(FileNotFoundError, match=r"LEMON human parameters not found: .*human_label\.json"):
-        dm.human
+        _ = dm.human

@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data.piad import AFFORDANCES, PairSampler, PiadDataModule, PiadDataset, read_point_file
+from zoo.data.formats import AFFORDANCES, read_point_file
+from zoo.data.piad import PiadDataModule, PiadDataset
+from zoo.data.sampling import PairSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = Path("/work/shared/tools/check_formats.py")
@@ -17,7 +19,7 @@ PY = sys.executable
 
 
 def _write_points(path: Path, xyz, aff, token="abc", cls="Mug"):
-    lines = [f"{token} {cls} " + " ".join(f"{v:.6f}" for v in list(p) + list(a)) for p, a in zip(xyz, aff)]
+    lines = [f"{token} {cls} " + " ".join(f"{v:.6f}" for v in list(p) + list(a)) for p, a in zip(xyz, aff, strict=True)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + " \n")
 

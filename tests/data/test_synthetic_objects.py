@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from zoo.data.objects import (
-    AFFORDANCES,
+from zoo.data.formats import AFFORDANCES
+from zoo.data.synthetic.objects import (
     CLASS_AFFORDANCES,
     OBJECT_CLASSES,
     affordance_falloff,

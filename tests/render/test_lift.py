@@ -27,7 +27,7 @@ def _loop_lift(lm, probs):
             for (r, c) in torch.nonzero(lm.pix_to_elem[v] >= 0).tolist():
                 e = int(lm.pix_to_elem[v, r, c])
                 ids, ws = (lm.faces[e], lm.bary[v, r, c]) if lm.kind == "mesh" else ([e], [1.0])
-                for i, w in zip(ids, ws):
+                for i, w in zip(ids, ws, strict=True):
                     num[int(i)] += float(w) * float(probs[b, v, r, c])
                     den[int(i)] += float(w)
             seen = den > 0
@@ -107,10 +107,11 @@ def test_bad_maps_raise():
 
 @pytest.fixture(scope="module")
 def body_map(tmp_path_factory):
+    from zoo.body.canonical import canonical_body
     from zoo.body.model import BodyModel
     from zoo.body.synthetic import write_synthetic_body_models
-    from zoo.render.lift import build_lift_map
-    from zoo.render.views import VIEW_SETS, canonical_body
+    from zoo.render.cameras import VIEW_SETS
+    from zoo.render.multiview import build_lift_map
 
     root = write_synthetic_body_models(tmp_path_factory.getbasetemp() / "render_body_models")
     verts, faces = canonical_body(BodyModel(str(root), model_type="smpl"))
@@ -136,9 +137,9 @@ def test_round_trip_recovers_body_labels(body_map):
 
 
 def test_round_trip_on_points_is_exact():
-    from zoo.render.lift import build_lift_map
+    from zoo.render.cameras import VIEW_SETS
+    from zoo.render.multiview import build_lift_map
     from zoo.render.points import normalize_unit_sphere
-    from zoo.render.views import VIEW_SETS
 
     g = torch.Generator().manual_seed(1)
     pts = normalize_unit_sphere(torch.randn(2048, 3, generator=g) * torch.tensor([1.0, 0.6, 0.3]))
@@ -183,10 +184,17 @@ def test_save_load_and_cache(tmp_path):
                 lift_map_key(*key[:4], "pytorch3d")}) == 5
 
 
-def test_default_cache_dir_follows_zoo_cache(monkeypatch, tmp_path):
+def test_default_cache_dir_is_under_the_zoo_cache_root(monkeypatch, tmp_path):
     from zoo.render.lift import default_cache_dir
 
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "lift_maps"
-    monkeypatch.delenv("ZOO_CACHE")
+    monkeypatch.delenv("ZOO_HOME")
     assert default_cache_dir().parts[-3:] == (".cache", "hoi-zoo", "lift_maps")
+
+
+def test_default_cache_is_used_when_none_is_given(monkeypatch, tmp_path):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    key = ("mesh", torch.arange(3.0), 16)
+    cached_lift_map(key, _tri_map)
+    assert (tmp_path / "lift_maps" / f"{lift_map_key(*key)}.pt").is_file()

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
+from zoo.body.canonical import canonical_body
+from zoo.body.mesh import vertex_normals
 from zoo.core import registry
+from zoo.render.cameras import VIEW_SETS
 from zoo.render.multiview import MultiViewRenderer, mesh_fragments, points_fragments
 from zoo.render.points import nocs_colors, normalize_unit_sphere
-from zoo.render.raster import vertex_normals
-from zoo.render.views import VIEW_SETS, canonical_body
 
 
 @pytest.fixture(scope="module")

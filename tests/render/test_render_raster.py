@@ -5,21 +5,13 @@ import pytest
 import torch
 from meshes import ellipsoid
 
-from zoo.render.raster import (
-    CpuRasterizer,
-    intrinsics,
-    look_at_opencv,
-    merge_meshes,
-    project_opencv,
-    rasterize,
-    render_mesh,
-    vertex_normals,
-    world_to_camera,
-)
+from zoo.body.mesh import vertex_normals
+from zoo.render.cameras import intrinsics, look_at_opencv, project_opencv, world_to_camera
+from zoo.render.raster import CpuRasterizer, merge_meshes, rasterize, render_mesh
 
 
 def _tri(pts, z=(1.0, 1.0, 1.0)):
-    v = torch.tensor([[p[0], p[1], zz] for p, zz in zip(pts, z)], dtype=torch.float32)
+    v = torch.tensor([[p[0], p[1], zz] for p, zz in zip(pts, z, strict=True)], dtype=torch.float32)
     return v, torch.tensor([[0, 1, 2]])
 
 
@@ -51,12 +43,12 @@ def test_perspective_correct_barycentrics_and_depth():
     v, f = _tri([(0, 0), (16, 0), (0, 16)], z=(1.0, 2.0, 4.0))
     fr = rasterize(v, f, 16, 16, perspective_correct=True)
     # Screen weights at pixel (row 2, col 4), centre (4.5, 2.5): l1 = 4.5/16, l2 = 2.5/16.
-    l = torch.tensor([1 - 7 / 16, 4.5 / 16, 2.5 / 16])
-    w = l / torch.tensor([1.0, 2.0, 4.0])
+    lam = torch.tensor([1 - 7 / 16, 4.5 / 16, 2.5 / 16])
+    w = lam / torch.tensor([1.0, 2.0, 4.0])
     assert torch.allclose(fr.bary[2, 4], w / w.sum(), atol=1e-6)
     assert fr.zbuf[2, 4].item() == pytest.approx(1 / w.sum().item(), rel=1e-6)
     lin = rasterize(v, f, 16, 16, perspective_correct=False)
-    assert lin.zbuf[2, 4].item() == pytest.approx(float(l @ torch.tensor([1.0, 2.0, 4.0])), rel=1e-6)
+    assert lin.zbuf[2, 4].item() == pytest.approx(float(lam @ torch.tensor([1.0, 2.0, 4.0])), rel=1e-6)
 
 
 def test_occlusion_picks_nearer_face_in_any_order():

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from zoo.body.skeleton import SMPL_JOINT_NAMES, SMPLH_JOINT_NAMES
+from zoo.core.atomic import atomic_path
 
 __all__ = [
     "geodesic_distances", "mesh_edges", "vertex_normals", "SMPL_PART_NAMES", "DECO_PART_NAMES",
@@ -94,7 +95,9 @@ def geodesic_distances(verts: np.ndarray | torch.Tensor, faces: np.ndarray | tor
     With ``cache_dir`` the matrix is stored there as ``geodesic_<hash>.npy``
     (hash of vertices and faces; written atomically) and later calls return a
     read-only memory map of it. For 6890 vertices the matrix is 190 MB and
-    takes about 10 s on 2 cores the first time.
+    takes about 10 s on 2 cores the first time. The zoo's shared place for
+    it is ``zoo.core.paths.cache_dir("geodesics")``; without ``cache_dir``
+    nothing is written and the matrix is an ordinary (writable) array.
     """
     verts, faces = _check_mesh(verts, faces, "geodesic_distances")
     n = len(verts)
@@ -111,17 +114,13 @@ def geodesic_distances(verts: np.ndarray | torch.Tensor, faces: np.ndarray | tor
             raise ValueError(f"{path}: cached geodesic matrix has shape {arr.shape} dtype {arr.dtype}, "
                              f"expected ({n}, {n}) float32; delete the file to rebuild it")
         return arr
-    tmp = cache_dir / f".{path.name}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(path) as tmp:
         # Written straight into a memory-mapped .npy so the 190 MB matrix is never held twice.
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, n))
         _dijkstra_all(verts, faces, mm)
         mm.flush()
         del mm
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        os.chmod(tmp, 0o644)  # the temporary file is private; a shared cache ($ZOO_HOME) is read by others
     return np.load(path, mmap_mode="r")
 
 
@@ -133,7 +132,9 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted unit vertex normals, (V, 3) or batched (B, V, 3), for faces (F, 3).
 
     Outward for outward-oriented (counter-clockwise seen from outside) faces,
-    as SMPL's are. Differentiable; isolated vertices get a zero normal.
+    as SMPL's are. Differentiable; isolated vertices get a zero normal. The one
+    implementation for the zoo: the renderers (:mod:`zoo.render`) shade and colour
+    with it too.
     """
     if verts.shape[-1] != 3 or verts.ndim not in (2, 3):
         raise ValueError(f"vertex_normals: verts must be (V, 3) or (B, V, 3), got {tuple(verts.shape)}")
@@ -142,12 +143,13 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     batched = verts.ndim == 3
     v = verts if batched else verts[None]
     f = faces.long().to(v.device)
-    a, b, c = v[:, f[:, 0]], v[:, f[:, 1]], v[:, f[:, 2]]
-    fn = torch.cross(b - a, c - a, dim=-1)  # length = 2 * area, so the sum is area-weighted
-    n = torch.zeros_like(v)
-    for k in range(3):
-        n = n.index_add(1, f[:, k], fn)
-    n = torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
+    tri = v[:, f]  # (B, F, 3 corners, 3)
+    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])  # length = 2 * area
+    # One scatter over the faces' corners in face order (f0c0, f0c1, f0c2, f1c0, ...): every vertex
+    # sums its faces in face order, the order the rendered images and synthetic datasets were made with
+    # (three scatters, one per corner, round differently in the last bit).
+    n = torch.zeros_like(v).index_add(1, f.reshape(-1), fn.repeat_interleave(3, dim=1))
+    n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     return n if batched else n[0]
 
 

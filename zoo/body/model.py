@@ -3,8 +3,9 @@
 The directory follows smplx's layout (``DIR/smpl/SMPL_NEUTRAL.pkl``,
 ``DIR/smplh/SMPLH_NEUTRAL.pkl|npz``, ``DIR/smplx/SMPLX_NEUTRAL.npz|pkl``).
 Official files come from the MPI sites after registration;
-``python tools/make_synthetic.py body --out DIR`` writes a synthetic SMPL and
-SMPL-H stand-in in the same format. Every forward input is optional and
+``python tools/make_synthetic.py body --out DIR`` writes a synthetic neutral
+SMPL, SMPL-H and SMPL-X stand-in in the same format (``synthesize=True`` writes
+it where a model is missing). Every forward input is optional and
 explicit, and missing ones are zeros of the right batch size, so one module
 serves any batch size.
 """
@@ -47,8 +48,13 @@ def default_body_model_dir() -> Path:
 
 
 def body_model_file(model_dir: str | Path | None, model_type: str, gender: str = "neutral",
-                    ext: str | None = None) -> Path:
-    """The model file smplx would load, checked to exist; a missing file raises FileNotFoundError saying what to do."""
+                    ext: str | None = None, synthesize: bool = False) -> Path:
+    """The model file smplx would load, checked to exist; a missing file raises FileNotFoundError saying what to do.
+
+    With ``synthesize`` a missing neutral SMPL, SMPL-H or SMPL-X file is first written as the
+    synthetic stand-in (:func:`zoo.body.synthetic.write_synthetic_body_models`, files already
+    there are kept), with one printed line saying so; male and female models cannot be synthesized.
+    """
     if model_type not in NUM_JOINTS:
         raise ValueError(f"model_type must be one of {sorted(NUM_JOINTS)}, got {model_type!r}")
     if gender not in _GENDERS:
@@ -65,16 +71,29 @@ def body_model_file(model_dir: str | Path | None, model_type: str, gender: str =
     for c in candidates:
         if c.is_file():
             return c
+    # The stand-in is neutral only, and its SMPL-X file is an .npz (no SMPL-X pickle is written).
+    synthesizable = gender == "neutral" and not (model_type == "smplx" and exts == ("pkl",))
+    if synthesize and synthesizable:
+        from zoo.body.synthetic import write_synthetic_body_models
+
+        print(f"[body] no {_DISPLAY[model_type]} model under {root}: writing the synthetic stand-in body models there",
+              flush=True)
+        write_synthetic_body_models(root)
+        return body_model_file(root, model_type, gender, ext)
     what = f"{_DISPLAY[model_type]} {gender} body model"
+    cannot = ""
+    if synthesize:
+        cannot = (" synthesize=True cannot help: the synthetic stand-in is a neutral SMPL / SMPL-H / SMPL-X model "
+                  "only (no male or female)" + ("." if gender != "neutral" else ", and its SMPL-X file is an .npz "
+                                                "(drop ext or pass ext='npz')."))
     raise FileNotFoundError(
         f"{what} not found: expected {candidates[0]}"
         + (f" (or {', '.join(str(c) for c in candidates[1:len(exts)])})" if len(exts) > 1 else "")
         + f". It comes from {_SOURCE[model_type]} after registration; put the file there or point "
         "ZOO_BODY_MODELS / model_dir at the directory holding it. "
-        + ("For a synthetic stand-in (SMPL and SMPL-H), run `python tools/make_synthetic.py body --out DIR`."
-           if model_type != "smplx" else
-           "`python tools/make_synthetic.py body --out DIR` writes synthetic SMPL and SMPL-H stand-ins "
-           "(not SMPL-X): use model_type 'smpl' or 'smplh' with them.")
+        + "For a synthetic neutral stand-in (SMPL, SMPL-H and SMPL-X), run "
+        "`python tools/make_synthetic.py body --out DIR`."
+        + cannot
     )
 
 
@@ -104,11 +123,17 @@ class BodyModel(nn.Module):
     """SMPL-family body model: pose and shape parameters in, posed vertices and joints out.
 
     ``model_dir`` defaults to :func:`default_body_model_dir`. Outputs are in
-    metres in the model's frame (Y up for SMPL-family files).
+    metres in the model's frame (Y up for SMPL-family files). With ``synthesize``
+    a missing neutral SMPL / SMPL-H / SMPL-X file is written first as the
+    synthetic stand-in (see :func:`body_model_file`).
+
+    The model's arrays are buffers that are not persistent: ``state_dict()`` is
+    empty, so a module holding a body model never writes the (licensed) SMPL
+    data into a checkpoint; the model file is the only place it lives.
     """
 
     def __init__(self, model_dir: str | None = None, model_type: ModelType = "smpl", gender: str = "neutral",
-                 num_betas: int = 10, ext: str | None = None) -> None:
+                 num_betas: int = 10, ext: str | None = None, synthesize: bool = False) -> None:
         super().__init__()
         import smplx
         from smplx.utils import Struct
@@ -117,7 +142,7 @@ class BodyModel(nn.Module):
             raise ValueError(f"num_betas must be >= 1, got {num_betas}")
         self.model_type = model_type
         self.gender = gender
-        self.path = body_model_file(model_dir, model_type, gender, ext)
+        self.path = body_model_file(model_dir, model_type, gender, ext, synthesize=synthesize)
         data = load_body_model_data(self.path)
         n_shape = np.asarray(data["shapedirs"]).shape[-1] if "shapedirs" in data else 0
         if n_shape < num_betas:
@@ -131,9 +156,19 @@ class BodyModel(nn.Module):
         if model_type == "smplx":
             kwargs.update(create_jaw_pose=False, create_leye_pose=False, create_reye_pose=False,
                           create_expression=False, use_face_contour=False)
+            # smplx.SMPLX reads the file itself and passes its own data_struct on (a second one is a
+            # TypeError); the read above already explained an unreadable file.
+            del kwargs["data_struct"]
+            kwargs["ext"] = self.path.suffix[1:]
         # smplx prints a warning for models with fewer than 300 shape directions; it is expected here.
         with contextlib.redirect_stdout(io.StringIO()):
             self.layer = cls(str(self.path), **kwargs)
+        # smplx registers the model's arrays as persistent buffers; re-register them as not
+        # persistent so they stay out of every state_dict (licensed data, and already on disk).
+        for mod in self.layer.modules():
+            for name, buf in list(mod.named_buffers(recurse=False)):
+                delattr(mod, name)
+                mod.register_buffer(name, buf, persistent=False)
         self.num_betas = int(self.layer.num_betas)
         self.register_buffer("faces", torch.as_tensor(np.asarray(data["f"], dtype=np.int64)), persistent=False)
 
@@ -252,8 +287,8 @@ class SMPLBody(BodyModel):
     """SMPL (6890 vertices, 24 joints, 72-d pose) from ``model_dir/smpl/SMPL_<GENDER>.pkl``."""
 
     def __init__(self, model_dir: str | None = None, gender: str = "neutral", num_betas: int = 10,
-                 ext: str | None = None) -> None:
-        super().__init__(model_dir, "smpl", gender, num_betas, ext)
+                 ext: str | None = None, synthesize: bool = False) -> None:
+        super().__init__(model_dir, "smpl", gender, num_betas, ext, synthesize)
 
 
 @register("body_model", "smplh")
@@ -261,8 +296,8 @@ class SMPLHBody(BodyModel):
     """SMPL-H (6890 vertices, 52 joints, full 45-d hand poses) from ``model_dir/smplh/SMPLH_<GENDER>.pkl|npz``."""
 
     def __init__(self, model_dir: str | None = None, gender: str = "neutral", num_betas: int = 10,
-                 ext: str | None = None) -> None:
-        super().__init__(model_dir, "smplh", gender, num_betas, ext)
+                 ext: str | None = None, synthesize: bool = False) -> None:
+        super().__init__(model_dir, "smplh", gender, num_betas, ext, synthesize)
 
 
 @register("body_model", "smplx")
@@ -270,5 +305,5 @@ class SMPLXBody(BodyModel):
     """SMPL-X (10475 vertices, 55 joints) from ``model_dir/smplx/SMPLX_<GENDER>.npz|pkl``."""
 
     def __init__(self, model_dir: str | None = None, gender: str = "neutral", num_betas: int = 10,
-                 ext: str | None = None) -> None:
-        super().__init__(model_dir, "smplx", gender, num_betas, ext)
+                 ext: str | None = None, synthesize: bool = False) -> None:
+        super().__init__(model_dir, "smplx", gender, num_betas, ext, synthesize)

@@ -5,9 +5,13 @@ stand-in that smplx loads exactly like the real thing:
 
 * ``root/smplh/SMPLH_NEUTRAL.pkl`` and ``.npz`` - SMPL-H layout, 52 joints;
 * ``root/smpl/SMPL_NEUTRAL.pkl`` - SMPL layout, 24 joints (the finger weights
-  go to the hand joints 22/23), so DAMON's 72-d SMPL pose drives it.
+  go to the hand joints 22/23), so DAMON's 72-d SMPL pose drives it;
+* ``root/smplx/SMPLX_NEUTRAL.npz`` - SMPL-X layout, 10475 vertices, 55 joints
+  (SMPL-H's 52 plus jaw and eyes), 10 shape + 10 expression directions and
+  face landmarks: the same mesh refined by more longest-edge splits (denser
+  on the head), so its first 6890 vertices are the SMPL-H template's.
 
-The mesh is one closed surface with exactly 6890 vertices (SMPL's count, so
+The SMPL/SMPL-H mesh is one closed surface with exactly 6890 vertices (SMPL's count, so
 per-vertex arrays such as DAMON contact labels line up). It is built as the
 zero level set of a smooth union of tapered, optionally flattened capsules
 placed along a skeleton (T-pose, Y-up, facing +z, left = +x, metres, about
@@ -22,6 +26,7 @@ import io
 import os
 import pickle
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +35,15 @@ import numpy as np
 from zoo.body.skeleton import FINGER_NAMES, SMPL_PARENTS, SMPLH_JOINT_NAMES, SMPLH_PARENTS
 
 __all__ = [
-    "NUM_VERTICES", "NUM_BETAS", "SHAPE_DIRECTIONS", "SyntheticBody",
-    "build_synthetic_body", "write_synthetic_body_models", "synthetic_model_paths", "cli",
+    "NUM_VERTICES", "NUM_VERTICES_SMPLX", "NUM_BETAS", "NUM_EXPRESSIONS", "SHAPE_DIRECTIONS",
+    "EXPRESSION_DIRECTIONS", "SMPLX_JOINT_NAMES", "SMPLX_PARENTS", "SyntheticBody", "SyntheticSMPLX",
+    "build_synthetic_body", "build_synthetic_smplx", "write_synthetic_body_models", "synthetic_model_paths", "cli",
 ]
 
 NUM_VERTICES = 6890
+NUM_VERTICES_SMPLX = 10475
 NUM_BETAS = 10
+NUM_EXPRESSIONS = 10
 # What each synthetic shape coefficient does (+1 = the direction below, roughly one "standard deviation").
 SHAPE_DIRECTIONS = (
     "stature (all bones longer)", "girth (torso and limbs thicker)", "leg length", "arm length",
@@ -349,12 +357,17 @@ def _check_closed_manifold(faces: np.ndarray, where: str) -> None:
         raise RuntimeError(f"{where}: mesh has boundary edges (not closed)")
 
 
-def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, target: int,
+                         density: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split the longest edge, one at a time, until the mesh has ``target`` vertices.
 
     Each split inserts the edge midpoint and turns the two adjacent triangles
-    into four, keeping orientation, so the surface stays closed.
+    into four, keeping orientation, so the surface stays closed. ``density``
+    (one factor per vertex, optional) ranks an edge by its length times the
+    mean factor of its ends, so regions with a larger factor end up with
+    proportionally shorter edges; a midpoint takes the mean factor of its edge.
     """
+    dens = None if density is None else [float(x) for x in density]
     verts = [tuple(v) for v in verts]
     faces_l = [list(f) for f in faces]
     owner: dict[tuple[int, int], int] = {}  # directed edge -> face holding it
@@ -364,7 +377,8 @@ def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, target: int) -> t
         owner[(k, i)] = fi
 
     def length(i: int, j: int) -> float:
-        return float(np.linalg.norm(np.subtract(verts[i], verts[j])))
+        d = float(np.linalg.norm(np.subtract(verts[i], verts[j])))
+        return d if dens is None else d * 0.5 * (dens[i] + dens[j])
 
     heap = [(-length(i, j), i, j) for (i, j) in owner if i < j]
     heapq.heapify(heap)
@@ -380,6 +394,8 @@ def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, target: int) -> t
         c, d = third(f1, i, j), third(f2, j, i)
         m = len(verts)
         verts.append(tuple((np.asarray(verts[i]) + np.asarray(verts[j])) / 2))
+        if dens is not None:
+            dens.append(0.5 * (dens[i] + dens[j]))
         # f1 = (i, j, c) -> (i, m, c) + (m, j, c); f2 = (j, i, d) -> (j, m, d) + (m, i, d)
         faces_l[f1] = [i, m, c]
         faces_l.append([m, j, c])
@@ -488,19 +504,20 @@ def _skinning_weights(verts: np.ndarray, faces: np.ndarray, prims: list[_Prim]) 
 
 
 def _joint_regressor(verts: np.ndarray, joints: np.ndarray, primary: np.ndarray,
-                     parents: list[int], groups: list[list[int]]) -> np.ndarray:
+                     parents: list[int], groups: list[list[int]], n_near: int = 150) -> np.ndarray:
     """(J, V) rows of non-negative weights summing to 1 whose vertex average lands on each joint.
 
     ``groups[j]`` lists the SMPL-H parts whose vertices may vote for joint j
     (the joint's own part, its parent and children), so a finger joint is
-    regressed from its own finger, not from the next one.
+    regressed from its own finger, not from the next one. Each joint is
+    regressed from the ``n_near`` candidate vertices nearest to it.
     """
     from scipy.optimize import nnls
 
     reg = np.zeros((len(joints), len(verts)))
     for j, target in enumerate(joints):
         cand = np.flatnonzero(np.isin(primary, groups[j]))
-        near = cand[np.argsort(np.linalg.norm(verts[cand] - target, axis=1))[:150]]
+        near = cand[np.argsort(np.linalg.norm(verts[cand] - target, axis=1))[:n_near]]
         lam = 10.0  # weight of the sum-to-one row; the position rows are in metres
         # The small ridge rows spread the weight over many vertices (a bare NNLS picks
         # just 4), so the regressed joint follows the local shape, not four points.
@@ -629,6 +646,276 @@ def build_synthetic_body() -> SyntheticBody:
     return SyntheticBody(verts, faces, joints, weights, reg_h, w_smpl, reg_s, shapedirs)
 
 
+# --------------------------------------------------------------------------------------
+# SMPL-X: the same body refined to 10475 vertices, plus jaw, eyes, expressions, landmarks
+# --------------------------------------------------------------------------------------
+
+_FACE_JOINT_NAMES = ["jaw", "left_eye_smplhf", "right_eye_smplhf"]
+SMPLX_JOINT_NAMES: list[str] = SMPLH_JOINT_NAMES[:22] + _FACE_JOINT_NAMES + SMPLH_JOINT_NAMES[22:]
+# SMPL-H joint j is SMPL-X joint j (body) or j + 3 (fingers, after jaw and eyes).
+_H_TO_X = np.array([j if j < 22 else j + 3 for j in range(len(SMPLH_JOINT_NAMES))])
+SMPLX_PARENTS: list[int] = (SMPLH_PARENTS[:22] + [_J["head"]] * 3
+                            + [int(_H_TO_X[p]) for p in SMPLH_PARENTS[22:]])
+_JX = {name: i for i, name in enumerate(SMPLX_JOINT_NAMES)}
+
+# Face layout on the head primitive (front of the face at z ~ 0.1, eyes at y ~ 0.47, mouth at y ~ 0.4).
+_FACE_JOINTS = {"jaw": (0.0, 0.405, 0.02), "left_eye_smplhf": (0.033, 0.468, 0.083),
+                "right_eye_smplhf": (-0.033, 0.468, 0.083)}
+_MOUTH_Y = 0.405  # the jaw part is the head below this line, in front of z = 0
+_EYE_RADII = (0.017, 0.024)  # an eye part: full weight within the first distance, none beyond the second
+_HEAD_DENSITY = 2.5  # head edges end up this many times shorter than body edges (SMPL-X's face is dense)
+
+# What each synthetic expression coefficient does (+1 = the motion below, about 5-10 mm).
+EXPRESSION_DIRECTIONS = (
+    "mouth open (lower face drops)", "smile (mouth corners up and back)", "brows raised", "cheeks puffed",
+    "lips pushed forward", "jaw shifted to the left", "eyes closed (lids down)", "nose wrinkled",
+    "brows lowered and drawn together", "mouth widened",
+)
+
+
+def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _refine_for_smplx(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The SMPL-H mesh with more longest-edge splits (denser on the head) up to NUM_VERTICES_SMPLX.
+
+    The first NUM_VERTICES vertices stay the SMPL-H vertices; each new one is an edge midpoint.
+    """
+    density = 1.0 + (_HEAD_DENSITY - 1.0) * _smoothstep(0.30, 0.36, verts[:, 1])
+    v, f = _split_longest_edges(verts, faces, NUM_VERTICES_SMPLX, density)
+    _check_closed_manifold(f, "synthetic SMPL-X body after edge splits")
+    return v, f
+
+
+def _face_masks(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much of each vertex's head weight goes to the jaw and to the left / right eye (each (V,), 0..1)."""
+    y, z = verts[:, 1], verts[:, 2]
+    jaw = _sigmoid((_MOUTH_Y - y) / 0.006) * _sigmoid(z / 0.01) * _sigmoid((y - 0.32) / 0.008)
+    eyes = [1.0 - _smoothstep(*_EYE_RADII, np.linalg.norm(verts - np.asarray(_FACE_JOINTS[n]), axis=1))
+            for n in ("left_eye_smplhf", "right_eye_smplhf")]
+    return jaw, eyes[0], eyes[1]
+
+
+def _smplx_weights(w52: np.ndarray, primary52: np.ndarray, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SMPL-X skinning weights (V, 55) and primary joints (V,) from the SMPL-H ones on the same mesh.
+
+    Body and finger columns are the SMPL-H ones; the head column is shared out
+    between head, jaw (lower front of the head) and eyes (a patch around each eye).
+    """
+    head = _J["head"]
+    jaw, eye_l, eye_r = _face_masks(verts)
+    h = w52[:, head]
+    w = np.zeros((len(verts), len(SMPLX_JOINT_NAMES)))
+    w[:, _H_TO_X] = w52
+    w[:, _JX["jaw"]] = h * jaw
+    w[:, _JX["left_eye_smplhf"]] = h * eye_l * (1.0 - jaw)
+    w[:, _JX["right_eye_smplhf"]] = h * eye_r * (1.0 - jaw)
+    w[:, head] = h - w[:, 22:25].sum(1)
+    w[w < 1e-6] = 0.0
+    w /= w.sum(1, keepdims=True)
+    primary = _H_TO_X[primary52]
+    on_head = primary52 == head
+    primary[on_head & (jaw > 0.5)] = _JX["jaw"]
+    primary[on_head & (eye_l > 0.5)] = _JX["left_eye_smplhf"]
+    primary[on_head & (eye_r > 0.5)] = _JX["right_eye_smplhf"]
+    return w, primary
+
+
+def _expression_directions(verts: np.ndarray, face_weight: np.ndarray) -> np.ndarray:
+    """(V, 3, NUM_EXPRESSIONS) expression directions, see EXPRESSION_DIRECTIONS.
+
+    Each is a smooth displacement field on the front of the face: a Gaussian
+    bump (mirrored to both sides where the motion is symmetric) times the
+    vertex's head/jaw/eye skinning weight, so nothing below the neck moves.
+    """
+    x, y, z = verts[:, 0], verts[:, 1], verts[:, 2]
+    side = np.where(x < 0, -1.0, 1.0)
+    mirrored = np.stack([np.abs(x), y, z], 1)
+    gate = face_weight * _sigmoid(z / 0.01)
+    jaw_mask, _, _ = _face_masks(verts)
+
+    def bump(c: tuple[float, float, float], r: float, sym: bool) -> np.ndarray:
+        p = mirrored if sym else verts
+        return np.exp(-np.sum((p - np.asarray(c)) ** 2, axis=1) / r ** 2)
+
+    radial = np.stack([x, np.zeros_like(x), z - 0.01], 1)
+    radial /= np.maximum(np.linalg.norm(radial, axis=1, keepdims=True), 1e-9)
+    out = np.zeros((len(verts), 3, NUM_EXPRESSIONS))
+
+    def put(k: int, mask: np.ndarray, disp: np.ndarray) -> None:
+        out[:, :, k] = (gate * mask)[:, None] * disp
+
+    one = np.ones_like(x)
+    vec = lambda a, b, c: np.stack([a * one, b * one, c * one], 1)  # noqa: E731
+    corners = bump((0.03, 0.40, 0.09), 0.02, True)
+    put(0, jaw_mask, vec(0.0, -0.01, -0.003))
+    put(1, corners, vec(0.002 * side, 0.006, -0.003))
+    put(2, bump((0.032, 0.49, 0.09), 0.022, True), vec(0.0, 0.006, 0.0))
+    put(3, bump((0.05, 0.415, 0.07), 0.025, True), 0.006 * radial)
+    put(4, bump((0.0, 0.40, 0.10), 0.02, False), vec(0.0, 0.0, 0.007))
+    put(5, jaw_mask, vec(0.006, 0.0, 0.0))
+    put(6, bump((0.033, 0.474, 0.096), 0.012, True), vec(0.0, -0.004, 0.0))
+    put(7, bump((0.0, 0.445, 0.11), 0.02, False), vec(0.0, 0.004, 0.0))
+    put(8, bump((0.02, 0.485, 0.095), 0.018, True), vec(-0.003 * side, -0.004, 0.0))
+    put(9, corners, vec(0.006 * side, 0.0, 0.0))
+    assert NUM_EXPRESSIONS == len(EXPRESSION_DIRECTIONS) == 10
+    return out
+
+
+def _first_hits(verts: np.ndarray, faces: np.ndarray, origins: np.ndarray,
+                dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each ray first meets the mesh: face index (R,) and barycentric coordinates (R, 3) in face order."""
+    a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    e1, e2 = b - a, c - a
+    idx = np.empty(len(origins), dtype=np.int64)
+    bary = np.empty((len(origins), 3))
+    for r, (o, d) in enumerate(zip(origins, dirs, strict=True)):  # Moeller-Trumbore against every face
+        p = np.cross(d, e2)
+        det = np.einsum("ij,ij->i", e1, p)
+        ok = np.abs(det) > 1e-14
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = o - a
+        u = np.einsum("ij,ij->i", s, p) * inv
+        q = np.cross(s, e1)
+        v = (q @ d) * inv
+        t = np.einsum("ij,ij->i", e2, q) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+        if not hit.any():
+            raise RuntimeError(f"synthetic SMPL-X landmarks: ray {r} from {o} misses the head")
+        k = int(np.flatnonzero(hit)[np.argmin(t[hit])])
+        idx[r] = k
+        bc = np.clip(np.array([1.0 - u[k] - v[k], u[k], v[k]]), 0.0, 1.0)
+        bary[r] = bc / bc.sum()
+    return idx, bary
+
+
+def _static_landmark_xy() -> np.ndarray:
+    """(51, 2) front-view x, y of the 51 inner face landmarks, in iBUG-68 order without the 17 contour points."""
+    pts: list[tuple[float, float]] = []
+    bx = np.linspace(0.052, 0.014, 5)  # brows, outer to inner
+    by = 0.49 + 0.006 * np.sin(np.linspace(0.4, 2.4, 5))
+    pts += [(-u, w) for u, w in zip(bx, by, strict=True)] + [(u, w) for u, w in zip(bx[::-1], by[::-1], strict=True)]
+    pts += [(0.0, float(w)) for w in np.linspace(0.468, 0.432, 4)]  # nose bridge
+    pts += [(float(u), 0.418 + 0.06 * u * u) for u in np.linspace(-0.016, 0.016, 5)]  # nose base
+    eye_angles = np.deg2rad([180, 120, 60, 0, 300, 240])  # (right eye: outer corner first; left eye: inner)
+    for cx in (-0.033, 0.033):
+        pts += [(cx + 0.012 * np.cos(t), 0.47 + 0.005 * np.sin(t)) for t in eye_angles]
+    pts += [(0.026 * np.cos(t), 0.398 + 0.011 * np.sin(t)) for t in np.deg2rad(np.arange(180, -180, -30))]
+    pts += [(0.018 * np.cos(t), 0.398 + 0.004 * np.sin(t)) for t in np.deg2rad(np.arange(180, -180, -45))]
+    assert len(pts) == 51
+    return np.asarray(pts, dtype=np.float64)
+
+
+def _landmarks(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Static (51) and dynamic (79 yaw bins x 17) face landmarks as face indices and barycentric coordinates.
+
+    Static landmarks are where front-view rays through the points of
+    :func:`_static_landmark_xy` meet the face. The dynamic ones are the jaw
+    contour (right ear, chin, left ear) found by horizontal rays towards the
+    head's axis; bin k (smplx's look-up order: yaw k degrees for k <= 39,
+    39 - k beyond) turns the contour by half that yaw.
+    """
+    head = np.flatnonzero(verts[faces].mean(1)[:, 1] > 0.3)  # rays at y >= 0.34 only meet these
+    hf = faces[head]
+    xy = _static_landmark_xy()
+    origins = np.stack([xy[:, 0], xy[:, 1], np.full(len(xy), 0.3)], 1)
+    dirs = np.tile([0.0, 0.0, -1.0], (len(xy), 1))
+    lmk_i, lmk_b = _first_hits(verts, hf, origins, dirs)
+    s = np.linspace(-1.0, 1.0, 17)
+    height = 0.35 + (0.435 - 0.35) * np.abs(s) ** 1.5
+    yaw = np.array([k if k <= 39 else 39 - k for k in range(79)], dtype=np.float64)
+    alpha = np.deg2rad(90.0 * s[None, :] + 0.5 * yaw[:, None])  # (79, 17), 0 = straight ahead (+z)
+    out_dir = np.stack([np.sin(alpha), np.zeros_like(alpha), np.cos(alpha)], -1)
+    centre = np.stack([np.zeros_like(alpha), np.broadcast_to(height, alpha.shape), np.zeros_like(alpha)], -1)
+    dyn_i, dyn_b = _first_hits(verts, hf, (centre + 0.3 * out_dir).reshape(-1, 3), -out_dir.reshape(-1, 3))
+    return head[lmk_i], lmk_b, head[dyn_i].reshape(79, 17), dyn_b.reshape(79, 17, 3)
+
+
+@dataclass
+class SyntheticSMPLX:
+    """The synthetic SMPL-X rig (float64 numpy; vertices 0..6889 are the SMPL-H template's)."""
+
+    v_template: np.ndarray  # (10475, 3)
+    faces: np.ndarray  # (20946, 3) int64, outward-facing
+    joints: np.ndarray  # (55, 3) rest joints the rig was built around
+    weights: np.ndarray  # (10475, 55)
+    regressor: np.ndarray  # (55, 10475)
+    shapedirs: np.ndarray  # (10475, 3, NUM_BETAS + NUM_EXPRESSIONS): shape, then expression directions
+    lmk_faces_idx: np.ndarray  # (51,) int64
+    lmk_bary_coords: np.ndarray  # (51, 3)
+    dynamic_lmk_faces_idx: np.ndarray  # (79, 17) int64
+    dynamic_lmk_bary_coords: np.ndarray  # (79, 17, 3)
+
+
+def build_synthetic_smplx(body: SyntheticBody | None = None) -> SyntheticSMPLX:
+    """Build the synthetic SMPL-X model from the SMPL-H one (``body``, built if not given); deterministic.
+
+    The mesh is the SMPL-H mesh with more longest-edge splits (denser on the
+    head) up to 10475 vertices; skinning weights, joint regressor and shape
+    directions are computed on it as for SMPL-H, with the head part shared
+    out to jaw and eyes, and ten expression directions on the face.
+    """
+    body = build_synthetic_body() if body is None else body
+    _, prims, _ = _skeleton_and_prims()
+    verts, faces = _refine_for_smplx(body.v_template, body.faces)
+    w52, primary52 = _skinning_weights(verts, faces, prims)
+    weights, primary = _smplx_weights(w52, primary52, verts)
+    joints = np.zeros((len(SMPLX_JOINT_NAMES), 3))
+    joints[_H_TO_X] = body.joints_smplh
+    for name, p in _FACE_JOINTS.items():
+        joints[_JX[name]] = p
+    kids = _children(SMPLX_PARENTS)
+    groups = [[j] + kids[j] + ([SMPLX_PARENTS[j]] if j else []) for j in range(len(joints))]
+    # The denser head needs a wider neighbourhood for the jaw joint deep inside it (150 misses it by 17 mm).
+    reg = _joint_regressor(verts, joints, primary, SMPLX_PARENTS, groups, n_near=250)
+    face_weight = weights[:, [_J["head"], *range(22, 25)]].sum(1)
+    shapedirs = np.concatenate([_shape_directions(verts, body.joints_smplh, w52),
+                                _expression_directions(verts, face_weight)], axis=2)
+    lmk = _landmarks(verts, faces)
+    return SyntheticSMPLX(verts, faces, joints, weights, reg, shapedirs, *lmk)
+
+
+def _model_dict_smplx(x: SyntheticSMPLX) -> dict[str, np.ndarray]:
+    n_j = len(SMPLX_PARENTS)
+    out = {
+        "v_template": x.v_template.astype(np.float64),
+        "f": x.faces.astype(np.uint32),
+        # smplx reads columns 0..9 as betas and, with fewer than 400 columns, 10..19 as expression.
+        "shapedirs": x.shapedirs.astype(np.float64),
+        "posedirs": np.zeros((len(x.v_template), 3, 9 * (n_j - 1)), dtype=np.float32),
+        "J_regressor": x.regressor.astype(np.float64),
+        "kintree_table": np.stack([np.asarray(SMPLX_PARENTS, dtype=np.int64), np.arange(n_j, dtype=np.int64)]),
+        "weights": x.weights.astype(np.float64),
+        "lmk_faces_idx": x.lmk_faces_idx.astype(np.int64),
+        "lmk_bary_coords": x.lmk_bary_coords.astype(np.float64),
+        "dynamic_lmk_faces_idx": x.dynamic_lmk_faces_idx.astype(np.int64),
+        "dynamic_lmk_bary_coords": x.dynamic_lmk_bary_coords.astype(np.float64),
+        "zoo_synthetic_version": np.array(_FORMAT_VERSION),
+    }
+    for side in ("l", "r"):
+        out[f"hands_components{side}"] = np.eye(45)
+        out[f"hands_mean{side}"] = np.zeros(45)
+    return out
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``np.savez_compressed``'s bytes for ``arrays``, with every zip entry's time fixed (equal arrays, equal bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for k, a in arrays.items():
+            info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
 def _model_dict(body: SyntheticBody, model_type: str) -> dict[str, np.ndarray]:
     if model_type == "smplh":
         weights, reg, parents = body.weights_smplh, body.regressor_smplh, SMPLH_PARENTS
@@ -661,33 +948,41 @@ def synthetic_model_paths(root: str | Path) -> dict[str, Path]:
         "smplh_pkl": root / "smplh" / "SMPLH_NEUTRAL.pkl",
         "smplh_npz": root / "smplh" / "SMPLH_NEUTRAL.npz",
         "smpl_pkl": root / "smpl" / "SMPL_NEUTRAL.pkl",
+        "smplx_npz": root / "smplx" / "SMPLX_NEUTRAL.npz",
     }
 
 
 def write_synthetic_body_models(root: str | Path, overwrite: bool = False) -> Path:
-    """Write the synthetic SMPL-H (.pkl, .npz) and SMPL (.pkl) neutral models under ``root``; return ``root``.
+    """Write the synthetic SMPL-H (.pkl, .npz), SMPL (.pkl) and SMPL-X (.npz) neutral models; return ``root``.
 
     Files already present are kept unless ``overwrite`` (so repeated calls
-    cost a stat each). Each file is written to a temporary name and moved into
-    place, so a reader never sees half a model.
+    cost a stat each, and a real model file next to a missing one is never
+    replaced by the stand-in). Each file is written to a temporary name and
+    moved into place, so a reader never sees half a model.
     """
     from zoo.core.atomic import atomic_open
 
     root = Path(root)
     paths = synthetic_model_paths(root)
-    if not overwrite and all(p.is_file() for p in paths.values()):
+    todo = [k for k, p in paths.items() if overwrite or not p.is_file()]
+    if not todo:
         return root
     body = build_synthetic_body()
     smplh, smpl = _model_dict(body, "smplh"), _model_dict(body, "smpl")
     for key, data in (("smplh_pkl", smplh), ("smpl_pkl", smpl)):
-        with atomic_open(paths[key], "wb") as fh:
-            pickle.dump(data, fh, protocol=4)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **smplh)  # the all-zero posedirs compress to almost nothing
-    with atomic_open(paths["smplh_npz"], "wb") as fh:
-        fh.write(buf.getvalue())
-    for p in paths.values():
-        os.chmod(p, 0o644)  # the temporary file was private; a model file is ordinary data
+        if key in todo:
+            with atomic_open(paths[key], "wb") as fh:
+                pickle.dump(data, fh, protocol=4)
+    # npz files: deflated (the all-zero posedirs compress to almost nothing), byte-for-byte deterministic
+    if "smplh_npz" in todo:
+        with atomic_open(paths["smplh_npz"], "wb") as fh:
+            fh.write(_npz_bytes(smplh))
+    if "smplx_npz" in todo:
+        data = _model_dict_smplx(build_synthetic_smplx(body))
+        with atomic_open(paths["smplx_npz"], "wb") as fh:
+            fh.write(_npz_bytes(data))
+    for key in todo:
+        os.chmod(paths[key], 0o644)  # the temporary file was private; a model file is ordinary data
     return root
 
 
@@ -696,8 +991,9 @@ def cli(args: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="make_synthetic.py body",
-                                 description="Write a synthetic SMPL/SMPL-H body model in smplx's on-disk format.")
-    ap.add_argument("--out", required=True, help="model directory; smpl/ and smplh/ are created inside it")
+                                 description="Write synthetic SMPL / SMPL-H / SMPL-X neutral body models in smplx's "
+                                             "on-disk format.")
+    ap.add_argument("--out", required=True, help="model directory; smpl/, smplh/ and smplx/ are created inside it")
     ap.add_argument("--overwrite", action="store_true", help="rebuild even if the files exist")
     ns = ap.parse_args(args)
     root = write_synthetic_body_models(ns.out, overwrite=ns.overwrite)

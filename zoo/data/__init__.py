@@ -1,1 +1,3 @@
-"""Datasets: LightningDataModules for the released formats (DAMON, ...) and synthetic generators writing them."""
+"""Datasets: LightningDataModules for the released formats (``damon``, ``piad``, ``lemon``) over shared
+readers (``formats``), loaders and samplers (``base``, ``sampling``), and the synthetic generators writing
+those formats (``synthetic``)."""

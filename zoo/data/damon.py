@@ -7,7 +7,8 @@ polygon_2d_contact, scene_seg, part_seg (N,) image paths. Stored paths are absol
 relative to ``root``, its parent, its grandparent or the working directory (the same rule
 as ``tools/check_formats.py``). The real release comes from https://deco.is.tue.mpg.de
 (after registration); ``tools/make_synthetic.py damon --n 600 --out DIR`` writes a
-synthetic set in the same layout.
+synthetic set in the same layout, and ``synthesize={"n": 700, "seed": 0}`` has the DataModule
+write one under ``root`` when it finds none there.
 
 Preprocessing follows DECO: the image is resized to ``image_size`` (bilinear) and
 ImageNet-normalised; the scene (133 classes) and part (26 classes) label maps are resized
@@ -38,6 +39,7 @@ row, then object name.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -48,15 +50,14 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.core.registry import register
-from zoo.data.base import SplitDataModule, seeded_split
+from zoo.data.base import SplitDataModule, check_synthesize, seeded_split, synthesize_missing
+from zoo.data.formats import IMAGENET_MEAN, IMAGENET_STD, path_roots, resolve_path
 
-__all__ = ["DamonDataset", "DamonDataModule", "collate_damon", "resolve_path", "damon_roots", "IMAGENET_MEAN", "IMAGENET_STD",
-           "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES", "DamonObjectPairs"]
+__all__ = ["DamonDataset", "DamonDataModule", "collate_damon", "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES",
+           "DamonObjectPairs"]
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NUM_SCENE_CLASSES = 133
 NUM_PART_CLASSES = 26
 SPLIT_FILES = {"trainval": "hot_dca_trainval.npz", "test": "hot_dca_test.npz"}
@@ -66,29 +67,12 @@ _PATH_KEYS = ("imgname", "polygon_2d_contact", "scene_seg", "part_seg")
 _PARAM_KEYS = {"pose": (72,), "shape": (10,), "transl": (3,), "cam_k": (3, 3)}
 
 
-def damon_roots(root: str | os.PathLike) -> list[str]:
-    """Folders a stored relative path may be relative to: root, its parent, its grandparent, the cwd."""
-    a = os.path.abspath(root)
-    return [str(root), os.path.dirname(a), os.path.dirname(os.path.dirname(a)), os.getcwd()]
-
-
-def resolve_path(path: str, roots: list[str]) -> str | None:
-    """A stored path resolved like check_formats.py: absolute, or the first root where it exists."""
-    path = str(path)
-    if os.path.isabs(path):
-        return path if os.path.exists(path) else None
-    for r in roots:
-        p = os.path.join(r, path)
-        if os.path.exists(p):
-            return p
-    return None
-
-
 def _missing_npz_message(path: Path, root: str) -> str:
     return (f"DAMON file not found: {path}. The real DAMON release (hot_dca_trainval.npz, hot_dca_test.npz and "
             f"the HOT images) comes from https://deco.is.tue.mpg.de (after registration); point `root` (e.g. "
             f"DAMON_ROOT) at its folder, or write a synthetic set in the same layout with "
-            f"`python tools/make_synthetic.py damon --n 600 --out {root}`.")
+            f"`python tools/make_synthetic.py damon --n 600 --out {root}`, or give the DataModule "
+            f"`synthesize: {{n: 700, seed: 0}}` to write one there when none is found.")
 
 
 class DamonDataset(Dataset):
@@ -113,7 +97,7 @@ class DamonDataset(Dataset):
             raise ValueError(f"DamonDataset: image_size and seg_size must be positive, got {image_size}, {seg_size}")
         self.npz_path = str(npz_path)
         self.root = str(root)
-        self.roots = damon_roots(root)
+        self.roots = path_roots(root)
         self.image_size = image_size
         self.seg_size = seg_size
         self.model_type = model_type
@@ -170,7 +154,7 @@ class DamonDataset(Dataset):
             if open_headers:
                 try:
                     with Image.open(p) as im:
-                        im.size  # header only: cheap
+                        _ = im.size  # header only: cheap
                 except Exception as e:  # PIL raises several types for broken files
                     raise ValueError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
                                      f"({type(e).__name__}: {e})") from e
@@ -375,6 +359,12 @@ class DamonDataModule(SplitDataModule):
     object) pairs with per-object contact; ``load_images=False`` reads labels only (see the
     module docstring). ``cache`` keeps decoded, resized arrays
     in memory for splits of at most ``cache_limit`` samples.
+
+    ``synthesize`` (keyword arguments of :func:`zoo.data.synthetic.damon.generate_damon`, e.g.
+    ``{"n": 700, "seed": 0}``): when neither npz file is under ``root``, ``prepare_data`` (or
+    the first ``setup``) writes a synthetic set there, posing the SMPL model in ``model_dir``
+    (default :func:`zoo.body.model.default_body_model_dir`, where the synthetic stand-in is
+    written first if no SMPL model is there). Existing files are never overwritten.
     """
 
     data_name = "damon"
@@ -383,7 +373,8 @@ class DamonDataModule(SplitDataModule):
                  seg_size: int = 256, val_fraction: float = 0.1, skip_bad: bool = False, model_type: str = "smpl",
                  seed: int = 0, max_samples: int | None = None, cache: bool = True, cache_limit: int = 4000,
                  pin_memory: bool = False, drop_last: bool = False,
-                 contact_mode: Literal["binary", "semantic"] = "binary", load_images: bool = True):
+                 contact_mode: Literal["binary", "semantic"] = "binary", load_images: bool = True,
+                 synthesize: dict | None = None):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"damon: batch_size must be positive, got {batch_size}")
@@ -395,6 +386,10 @@ class DamonDataModule(SplitDataModule):
             raise ValueError(f"damon: max_samples must be positive or None, got {max_samples}")
         if contact_mode not in ("binary", "semantic"):
             raise ValueError(f"damon: contact_mode must be 'binary' or 'semantic', got {contact_mode!r}")
+        if synthesize is not None:
+            from zoo.data.synthetic.damon import generate_damon
+
+            synthesize = check_synthesize("damon", generate_damon, synthesize)
         self.save_hyperparameters()
         self.root = str(root)
         self.num_skipped = 0
@@ -455,8 +450,27 @@ class DamonDataModule(SplitDataModule):
         ds.rows = np.asarray(good, dtype=np.int64)
         return ds
 
+    def _synthesize(self) -> None:
+        """Write a synthetic DAMON set under ``root`` if neither split file is there (see the class docstring)."""
+        from zoo.body.model import body_model_file, default_body_model_dir
+        from zoo.data.synthetic.damon import generate_damon
+
+        kw = dict(self.hparams.synthesize)
+        kw.setdefault("model_dir", str(default_body_model_dir()))
+        seed = kw.get("seed", inspect.signature(generate_damon).parameters["seed"].default)
+        args = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "seed")
+
+        def write() -> None:
+            body_model_file(kw["model_dir"], "smpl", synthesize=True)  # the synthetic SMPL if none is there
+            generate_damon(self.root, **kw)
+
+        synthesize_missing("damon", self.root, [self.npz_path(s) for s in SPLIT_FILES], write,
+                           f"[damon] no DAMON data under {self.root}: writing a synthetic DAMON-format set there "
+                           f"with seed {seed} ({args})")
+
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        self._ensure_data()
         if stage in (None, "fit", "validate") and "trainval" not in self._checked:
             data = load_npz(self.npz_path("trainval"), self.root, self.hparams.model_type)
             val_rows, train_rows = seeded_split(len(data["imgname"]), self.hparams.val_fraction, self.hparams.seed)

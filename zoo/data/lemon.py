@@ -8,7 +8,9 @@ Files under ``root`` (LEMON's ``Data`` folder), as lemon_3d's ``dataset_3DIR.py`
 (``Data/Images/...``); they are resolved as absolute, relative to ``root``'s parent,
 ``root``, the working directory, or with their first component dropped relative to
 ``root``. The release comes from the LEMON authors (github.com/yyvhang/lemon_3d; BEHAVE
-samples are not read); ``tools/make_synthetic.py lemon --out DIR`` writes a synthetic set.
+samples are not read); ``tools/make_synthetic.py lemon --out DIR`` writes a synthetic set, and
+``synthesize={"n": 300, "seed": 0}`` has the DataModule write one under ``root`` when it finds
+none there.
 
 Per sample (image ``.../Images/<Object>/<aff>/<Object>_<aff>_<n>.jpg``; the object is the
 first ``_`` field of the name and the affordance the second, as lemon_3d parses it):
@@ -41,6 +43,7 @@ Batch keys (B = batch size, N = num_points, S = image_size):
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import pickle
@@ -52,46 +55,43 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.core.registry import register
-from zoo.data.base import SplitDataModule, seeded_split
-from zoo.data.piad import CloudCache, load_image
-from zoo.data.piad import read_list as _read_any_list
-from zoo.data.sampling import PairSampler
+from zoo.data.base import SplitDataModule, check_synthesize, seeded_split, synthesize_missing
+from zoo.data.formats import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LEMON_AFFORDANCES,
+    LEMON_OBJECTS,
+    CloudCache,
+    image_size,
+    load_image,
+    read_list,
+    resolve_path,
+)
+from zoo.data.sampling import PairSampler, pair_draw
 
-__all__ = ["LEMON_AFFORDANCES", "LEMON_OBJECTS", "LemonDataset", "LemonDataModule", "read_contact", "lemon_resolve", "read_list"]
+__all__ = ["LemonDataset", "LemonDataModule", "read_contact", "lemon_resolve"]
 
-LEMON_AFFORDANCES = ["grasp", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move", "pull", "wear",
-                     "press", "cut", "stab", "ride", "play", "carry"]
-LEMON_OBJECTS = ("Backpack", "Bag", "Baseballbat", "Bed", "Bicycle", "Bottle", "Bowl", "Chair", "Earphone", "Guitar",
-                 "Keyboard", "Knife", "Motorcycle", "Mug", "Scissors", "Skateboard", "Suitcase", "Surfboard",
-                 "Tennisracket", "Umbrella", "Vase")
 NUM_VERTS = 6890
 _PARAM_SHAPES = {"shape": (16,), "transl": (3,), "global_orient": (3, 3), "body_pose": (21, 3, 3),
                  "left_hand_pose": (15, 3, 3), "right_hand_pose": (15, 3, 3)}
+_LIST_HINT = (" (expected txt_scripts/{train,val}.txt and Point_{train,val}.txt under the Data folder; write a "
+              "synthetic set with `python tools/make_synthetic.py lemon --out DIR`, or give the DataModule "
+              "`synthesize: {...}` to write one there when none is found)")
 
 
-def read_list(path: str | os.PathLike) -> list[str]:
-    """Non-empty, stripped lines of a LEMON list file; FileNotFoundError naming it if missing."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"LEMON list file not found: {path} (expected txt_scripts/{{train,val}}.txt and "
-                                f"Point_{{train,val}}.txt under the Data folder; write a synthetic set with "
-                                f"`python tools/make_synthetic.py lemon --out DIR`)")
-    return _read_any_list(path)
+def _read_list(path: str | os.PathLike) -> list[str]:
+    return read_list(path, "LEMON list file", _LIST_HINT)
 
 
 def lemon_resolve(stored: str, root: str) -> str | None:
     """A stored path resolved: absolute, relative to root's parent, root, the cwd, or without its
     first component (``Data/``) relative to root; None if nowhere."""
-    if os.path.isabs(stored):
-        return stored if os.path.exists(stored) else None
     a = os.path.abspath(root)
-    cands = [os.path.join(os.path.dirname(a), stored), os.path.join(a, stored), os.path.join(os.getcwd(), stored)]
+    found = resolve_path(stored, [os.path.dirname(a), a, os.getcwd()])
     parts = Path(stored).parts
-    if len(parts) > 1:
-        cands.append(os.path.join(a, *parts[1:]))
-    for c in cands:
-        if os.path.exists(c):
-            return c
-    return None
+    if found is None and not os.path.isabs(stored) and len(parts) > 1:
+        found = resolve_path(os.path.join(*parts[1:]), [a])
+    return found
 
 
 def _strip_to(stored: str, anchor: str) -> str:
@@ -144,8 +144,8 @@ class LemonDataset(Dataset):
         self.cache = cache or CloudCache(num_points, n_lead=0)
         self.img_list = os.path.join(self.root, "txt_scripts", f"{split}.txt")
         self.pt_list = os.path.join(self.root, "txt_scripts", f"Point_{split}.txt")
-        self.images = read_list(self.img_list)
-        self.points = read_list(self.pt_list)
+        self.images = _read_list(self.img_list)
+        self.points = _read_list(self.pt_list)
         if mode == "test" and len(self.points) != len(self.images):
             raise ValueError(f"{self.pt_list}: {len(self.points)} point files but {self.img_list} has "
                              f"{len(self.images)} images (test lists are aligned line by line)")
@@ -182,8 +182,7 @@ class LemonDataset(Dataset):
         if self.mode == "test":
             return row
         pool = self.by_class[self.labels[row][0]]
-        rng = np.random.default_rng([self.seed, epoch if self.mode == "train" else 0, i])
-        return pool[int(rng.integers(len(pool)))]
+        return pool[pair_draw(len(pool), self.seed, epoch if self.mode == "train" else 0, i)]
 
     def _human(self, row: int) -> dict[str, Any]:
         key = _strip_to(self.images[row], "Images")
@@ -228,8 +227,7 @@ class LemonDataset(Dataset):
         h = self._human(row)
         ipath = self._resolve(self.images[row], "image", self.img_list, row)
         S = self.image_size
-        with Image.open(ipath) as im:
-            w0, h0 = im.size
+        w0, h0 = image_size(ipath)
         item: dict[str, Any] = {
             "points": torch.from_numpy(xyz),
             "affordance": torch.from_numpy(np.ascontiguousarray(aff_all[:, a_idx])),
@@ -258,7 +256,7 @@ class LemonDataset(Dataset):
                 with Image.open(mpath) as m:
                     mk = np.asarray(m.convert("L").resize((S, S), Image.NEAREST)) > 0
                 # Masked-out pixels become black before normalisation, as lemon_3d multiplies the image by the mask.
-                black = (-np.asarray((0.485, 0.456, 0.406)) / np.asarray((0.229, 0.224, 0.225))).astype(np.float32)
+                black = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)
                 img = np.where(mk[None], img, black[:, None, None])
             item["image"] = torch.from_numpy(np.ascontiguousarray(img))
         return item
@@ -279,6 +277,13 @@ class LemonDataModule(SplitDataModule):
     ``val_fraction`` of train.txt (seeded) is the validation split; val.txt is the test
     split. ``load_images=False`` skips the photos; ``use_mask=True`` blacks out pixels
     outside the human-object mask as lemon_3d does. ``max_samples`` caps each split.
+
+    ``synthesize`` (keyword arguments of :func:`zoo.data.synthetic.lemon.generate_lemon`, e.g.
+    ``{"n": 300, "seed": 0}``): when the list files and ``human_label.json`` are not under
+    ``root``, ``prepare_data`` (or the first ``setup``) writes a synthetic set there, posing the
+    SMPL-H model in ``body_model_dir`` (default :func:`zoo.body.model.default_body_model_dir`,
+    where the synthetic stand-in is written first if no SMPL-H model is there). Existing files
+    are never overwritten.
     """
 
     data_name = "lemon"
@@ -286,12 +291,16 @@ class LemonDataModule(SplitDataModule):
     def __init__(self, root: str, batch_size: int = 8, num_workers: int = 0, image_size: int = 224, seed: int = 0,
                  val_fraction: float = 0.1, num_points: int = 2048, load_images: bool = True, use_mask: bool = False,
                  max_samples: int | None = None, cache: bool = True, pin_memory: bool = False,
-                 drop_last: bool = False):
+                 drop_last: bool = False, synthesize: dict | None = None):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"lemon: batch_size must be positive, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"lemon: val_fraction must be in [0, 1), got {val_fraction}")
+        if synthesize is not None:
+            from zoo.data.synthetic.lemon import generate_lemon
+
+            synthesize = check_synthesize("lemon", generate_lemon, synthesize)
         self.save_hyperparameters()
         self.root = str(root)
         self._cache = CloudCache(num_points, cache, n_lead=0)
@@ -308,7 +317,9 @@ class LemonDataModule(SplitDataModule):
             path = Path(self.root) / "smplh_param" / "human_label.json"
             if not path.is_file():
                 raise FileNotFoundError(f"LEMON human parameters not found: {path} (write a synthetic set with "
-                                        f"`python tools/make_synthetic.py lemon --out {self.root}`)")
+                                        f"`python tools/make_synthetic.py lemon --out {self.root}`, or give the "
+                                        f"DataModule `synthesize: {{n: 300, seed: 0}}` to write one there when none "
+                                        f"is found)")
             try:
                 self._human = json.loads(path.read_text())
             except json.JSONDecodeError as e:
@@ -323,7 +334,7 @@ class LemonDataModule(SplitDataModule):
             for split in ("train", "val"):
                 f = Path(self.root) / "txt_scripts" / f"{split}.txt"
                 if f.is_file():
-                    found |= {os.path.basename(p).split("_")[0] for p in read_list(f)}
+                    found |= {os.path.basename(p).split("_")[0] for p in _read_list(f)}
             self._classes = sorted(set(LEMON_OBJECTS) | found)
         return list(self._classes)
 
@@ -333,10 +344,32 @@ class LemonDataModule(SplitDataModule):
                             num_points=h.num_points, seed=h.seed, load_images=h.load_images, use_mask=h.use_mask,
                             cache=self._cache)
 
+    def _synthesize(self) -> None:
+        """Write a synthetic LEMON set under ``root`` if its lists and human parameters are not there."""
+        from zoo.body.model import body_model_file, default_body_model_dir
+        from zoo.data.synthetic.lemon import generate_lemon
+
+        r = Path(self.root)
+        required = [r / "txt_scripts" / f"{pre}{split}.txt" for split in ("train", "val") for pre in ("", "Point_")]
+        required.append(r / "smplh_param" / "human_label.json")
+        kw = dict(self.hparams.synthesize)
+        kw.setdefault("body_model_dir", str(default_body_model_dir()))
+        seed = kw.get("seed", inspect.signature(generate_lemon).parameters["seed"].default)
+        args = ", ".join(f"{k}={v}" for k, v in kw.items() if k != "seed")
+
+        def write() -> None:
+            body_model_file(kw["body_model_dir"], "smplh", synthesize=True)  # the synthetic SMPL-H if none is there
+            generate_lemon(self.root, **kw)
+
+        synthesize_missing("lemon", self.root, required, write,
+                           f"[lemon] no LEMON data under {self.root}: writing a synthetic LEMON-format set there "
+                           f"with seed {seed} ({args})")
+
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        self._ensure_data()
         if stage in (None, "fit", "validate") and self.train_set is None:
-            n = len(read_list(Path(self.root) / "txt_scripts" / "train.txt"))
+            n = len(_read_list(Path(self.root) / "txt_scripts" / "train.txt"))
             val_rows, train_rows = seeded_split(n, self.hparams.val_fraction, self.hparams.seed)
             self.val_set = self._dataset("train", "val", self._cap(val_rows))
             self.train_set = self._dataset("train", "train", self._cap(train_rows))

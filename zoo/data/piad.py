@@ -6,7 +6,8 @@ setting folder itself): ``Point_{Train,Test}.txt``, ``Img_{Train,Test}.txt``,
 setting folder, its parent, its grandparent or the working directory (the release stores
 ``Data/Seen/...`` relative to IAGNet's checkout). The real PIAD comes from the IAGNet
 authors (github.com/yyvhang/IAGNet); ``tools/make_synthetic.py piad --out DIR`` writes a
-synthetic set in the same layout.
+synthetic set in the same layout, and ``synthesize={"seed": 0}`` has the DataModule write one
+under ``root`` when it finds none there.
 
 Point files: one point per line, whitespace-separated: two leading tokens (an id and the
 class; skipped), ``x y z`` and the 17 affordance values (22 fields). A line with another
@@ -42,9 +43,9 @@ Batch keys (B = batch size, N = num_points, S = image_size):
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -53,84 +54,29 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.core.registry import register
-from zoo.data.base import SplitDataModule, seeded_split
-from zoo.data.damon import IMAGENET_MEAN, IMAGENET_STD, damon_roots, resolve_path
-from zoo.data.sampling import PairSampler
+from zoo.data.base import SplitDataModule, check_synthesize, seeded_split, synthesize_missing
+from zoo.data.formats import (
+    AFFORDANCES,
+    PIAD_OBJECTS,
+    CloudCache,
+    image_size,
+    load_image,
+    path_roots,
+    read_list,
+    resolve_path,
+)
+from zoo.data.sampling import PairSampler, pair_draw
 
-__all__ = ["AFFORDANCES", "PIAD_OBJECTS", "PiadDataModule", "PiadDataset", "PairSampler", "read_point_file",
-           "read_list", "read_boxes", "CloudCache", "resolve_setting_dir", "pc_normalize", "parse_image_name", "load_image", "point_file_class"]
+__all__ = ["PiadDataModule", "PiadDataset", "read_boxes", "resolve_setting_dir", "parse_image_name", "point_file_class"]
 
-
-AFFORDANCES = ["grasp", "contain", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move",
-               "display", "push", "listen", "wear", "press", "cut", "stab"]
-# The 23 object classes of PIAD's Seen setting (Unseen uses a subset); dm.classes adds any others found.
-PIAD_OBJECTS = ("Bag", "Bed", "Bottle", "Bowl", "Chair", "Clock", "Dishwasher", "Display", "Door", "Earphone",
-                "Faucet", "Hat", "Keyboard", "Knife", "Laptop", "Microwave", "Mug", "Refrigerator", "Scissors",
-                "StorageFurniture", "Table", "TrashCan", "Vase")
-
-
-def read_list(path: str | os.PathLike) -> list[str]:
-    """Non-empty, stripped lines of a list file; FileNotFoundError naming it if missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"PIAD list file not found: {path} (expected Point_/Img_/Box_{{Train,Test}}.txt "
-                                f"in the setting folder; write a synthetic set with "
-                                f"`python tools/make_synthetic.py piad --out DIR`)")
-    with open(path) as fh:
-        return [ln.strip() for ln in fh if ln.strip()]
+_LIST_HINT = (" (expected Point_/Img_/Box_{Train,Test}.txt in the setting folder; write a synthetic set with "
+              "`python tools/make_synthetic.py piad --out DIR`, or give the DataModule `synthesize: {...}` to "
+              "write one there when none is found)")
 
 
-def pc_normalize(pc: np.ndarray) -> np.ndarray:
-    """Centre points (N, 3) on their mean and scale the farthest to distance 1."""
-    pc = pc - pc.mean(0)
-    m = float(np.sqrt((pc ** 2).sum(1)).max())
-    return pc / m if m > 0 else pc
+def _read_list(path: str | os.PathLike) -> list[str]:
+    return read_list(path, "PIAD list file", _LIST_HINT)
 
-
-def read_point_file(path: str | os.PathLike, n_lead: int = 2, n_aff: int = 17) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a point file strictly: (xyz (N, 3) float64, affordances (N, n_aff) float64), not normalised.
-
-    Each non-empty line must hold ``n_lead`` skipped tokens, xyz and ``n_aff`` values;
-    errors name the file and the 1-based line.
-    """
-    path = str(path)
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except OSError as e:
-        raise FileNotFoundError(f"PIAD point file not readable: {path} ({e})") from e
-    want = n_lead + 3 + n_aff
-    lines = text.splitlines()
-    rows, numbers = [], []
-    for ln, line in enumerate(lines, 1):
-        tok = line.split()
-        if not tok:
-            continue
-        if len(tok) != want:
-            raise ValueError(f"{path}: line {ln}: {len(tok)} fields, expected {want} "
-                             f"({n_lead} leading tokens, x y z, {n_aff} affordance values)")
-        rows.append(ln)
-        numbers.extend(tok[n_lead:])
-    if not rows:
-        raise ValueError(f"{path}: no points (empty file)")
-    try:
-        arr = np.array(numbers, dtype=np.float64).reshape(len(rows), 3 + n_aff)
-    except ValueError:
-        for i, ln in enumerate(rows):  # find the offending line only on failure
-            chunk = numbers[i * (3 + n_aff):(i + 1) * (3 + n_aff)]
-            try:
-                np.array(chunk, dtype=np.float64)
-            except ValueError as e:
-                raise ValueError(f"{path}: line {ln}: not a number ({e})") from None
-        raise
-    bad = ~np.isfinite(arr).all(1)
-    if bad.any():
-        raise ValueError(f"{path}: line {rows[int(np.argmax(bad))]}: non-finite value (NaN or inf)")
-    aff = arr[:, 3:]
-    out = (aff < 0).any(1) | (aff > 1).any(1)
-    if out.any():
-        raise ValueError(f"{path}: line {rows[int(np.argmax(out))]}: affordance value outside [0, 1]")
-    return arr[:, :3], aff
 
 
 def point_file_class(path: str) -> str:
@@ -169,56 +115,6 @@ def read_boxes(path: str) -> tuple[np.ndarray, np.ndarray]:
     return boxes.get("subject", np.zeros(4)), boxes["object"]
 
 
-def load_image(path: str, size: int, where: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB image resized to (size, size) as float32 (3, S, S) ImageNet-normalised, and its original (w, h)."""
-    from PIL import Image
-
-    try:
-        im = Image.open(path)
-        if im.format == "JPEG":
-            im.draft("RGB", (size, size))  # decode at reduced scale; the box scale uses the decoded size
-        im = im.convert("RGB")
-    except Exception as e:  # PIL raises several types for broken files
-        raise ValueError(f"{where}: image {path} is not readable ({type(e).__name__}: {e})") from e
-    w, h = im.size
-    arr = np.asarray(im.resize((size, size), Image.BILINEAR), np.float32) * (1.0 / 255.0)
-    arr = (arr - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1)), (w, h)
-
-
-def _image_size_of(path: str) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
-
-
-class CloudCache:
-    """Parsed, normalised and resampled point clouds keyed by resolved path."""
-
-    def __init__(self, num_points: int, enabled: bool = True, n_lead: int = 2):
-        self.num_points = num_points
-        self.n_lead = n_lead
-        self.enabled = enabled
-        self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def get(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        hit = self._data.get(path)
-        if hit is not None:
-            return hit
-        xyz, aff = read_point_file(path, n_lead=self.n_lead)
-        xyz = pc_normalize(xyz)
-        n = len(xyz)
-        if n != self.num_points:
-            rng = np.random.default_rng(zlib.crc32(path.encode()))
-            idx = rng.choice(n, self.num_points, replace=n < self.num_points)
-            xyz, aff = xyz[idx], aff[idx]
-        val = (xyz.astype(np.float32), aff.astype(np.float32))
-        if self.enabled:
-            self._data[path] = val
-        return val
-
-
 class PiadDataset(Dataset):
     """(image, point cloud) pairs of one PIAD split.
 
@@ -233,7 +129,7 @@ class PiadDataset(Dataset):
         if mode not in ("train", "val", "test"):
             raise ValueError(f"PiadDataset: mode must be train, val or test, got {mode!r}")
         self.dir = str(setting_dir)
-        self.roots = damon_roots(setting_dir)
+        self.roots = path_roots(setting_dir)
         self.mode = mode
         self.image_size = image_size
         self.seed = seed
@@ -241,9 +137,9 @@ class PiadDataset(Dataset):
         self.load_images = load_images
         self.cache = cache or CloudCache(num_points)
         self.lists = {k: os.path.join(self.dir, f"{k}_{split}.txt") for k in ("Point", "Img", "Box")}
-        self.points = read_list(self.lists["Point"])
-        self.images = read_list(self.lists["Img"])
-        self.boxes = read_list(self.lists["Box"])
+        self.points = _read_list(self.lists["Point"])
+        self.images = _read_list(self.lists["Img"])
+        self.boxes = _read_list(self.lists["Box"])
         if len(self.images) != len(self.boxes):
             raise ValueError(f"{self.lists['Img']}: {len(self.images)} images but {self.lists['Box']} has "
                              f"{len(self.boxes)} box files (expected one per image)")
@@ -291,9 +187,7 @@ class PiadDataset(Dataset):
         if self.mode == "test":
             return row
         pool = self.by_class[self.labels[row][0]]
-        # A pure function of (seed, epoch, item): the same pairs after a resume, in any worker.
-        rng = np.random.default_rng([self.seed, epoch if self.mode == "train" else 0, i])
-        return pool[int(rng.integers(len(pool)))]
+        return pool[pair_draw(len(pool), self.seed, epoch if self.mode == "train" else 0, i)]
 
     def __getitem__(self, key) -> dict[str, Any]:
         i, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
@@ -327,9 +221,9 @@ class PiadDataset(Dataset):
         if self.load_images:
             img, (w, h) = load_image(ipath, S, f"{self.lists['Img']}: line {row + 1}")
             item["image"] = torch.from_numpy(img)
-            w0, h0 = _image_size_of(ipath)  # boxes are in the file's pixels, not the draft-decoded ones
+            w0, h0 = image_size(ipath)  # boxes are in the file's pixels, not the draft-decoded ones
         else:
-            w0, h0 = _image_size_of(ipath)
+            w0, h0 = image_size(ipath)
         scale = np.array([S / w0, S / h0, S / w0, S / h0])
         item["box_subject"] = torch.as_tensor(subj * scale, dtype=torch.float32)
         item["box_object"] = torch.as_tensor(objb * scale, dtype=torch.float32)
@@ -345,7 +239,8 @@ def resolve_setting_dir(root: str, setting: str) -> Path:
         return r / setting
     raise FileNotFoundError(f"PIAD root {root}: neither it nor {r / setting} holds Img_/Point_/Box_{{Train,Test}}.txt "
                             f"(point `root` at the PIAD folder with Seen/ and Unseen/, or at a setting folder; "
-                            f"write a synthetic set with `python tools/make_synthetic.py piad --out {root}`)")
+                            f"write a synthetic set with `python tools/make_synthetic.py piad --out {root}`, or give "
+                            f"the DataModule `synthesize: {{seed: 0}}` to write one there when none is found)")
 
 
 @register("datamodule", "piad")
@@ -356,6 +251,11 @@ class PiadDataModule(SplitDataModule):
     setting folder). ``val_fraction`` of the train images (seeded) become the validation
     split; ``max_samples`` caps each split's images. ``load_images=False`` skips decoding
     the photos (no ``image`` key). ``cache`` keeps parsed clouds in memory.
+
+    ``synthesize`` (keyword arguments of :func:`zoo.data.synthetic.piad.generate_piad`, e.g.
+    ``{"n_objects": 440, "n_images": 440, "seed": 0}``): when the setting's six list files are
+    not under ``root``, ``prepare_data`` (or the first ``setup``) writes a synthetic set there
+    (the ``setting`` folder; ``settings`` may add others). Existing files are never overwritten.
     """
 
     data_name = "piad"
@@ -363,7 +263,8 @@ class PiadDataModule(SplitDataModule):
     def __init__(self, root: str, setting: str = "Seen", batch_size: int = 8, num_workers: int = 0,
                  image_size: int = 224, seed: int = 0, pairs_per_image: int = 1, val_fraction: float = 0.1,
                  num_points: int = 2048, load_images: bool = True, max_samples: int | None = None,
-                 cache: bool = True, pin_memory: bool = False, drop_last: bool = False):
+                 cache: bool = True, pin_memory: bool = False, drop_last: bool = False,
+                 synthesize: dict | None = None):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"piad: batch_size must be positive, got {batch_size}")
@@ -373,6 +274,10 @@ class PiadDataModule(SplitDataModule):
             raise ValueError(f"piad: pairs_per_image must be >= 1, got {pairs_per_image}")
         if image_size <= 0 or num_points <= 0:
             raise ValueError(f"piad: image_size and num_points must be positive, got {image_size}, {num_points}")
+        if synthesize is not None:
+            from zoo.data.synthetic.piad import generate_piad
+
+            synthesize = check_synthesize("piad", generate_piad, synthesize)
         self.save_hyperparameters()
         self.root = str(root)
         self._cache = CloudCache(num_points, cache)
@@ -394,7 +299,7 @@ class PiadDataModule(SplitDataModule):
             for split in ("Train", "Test"):
                 f = self.setting_dir / f"Point_{split}.txt"
                 if f.is_file():
-                    found |= {point_file_class(p) for p in read_list(f)}
+                    found |= {point_file_class(p) for p in _read_list(f)}
             self._classes = sorted(set(PIAD_OBJECTS) | found)
         return list(self._classes)
 
@@ -404,10 +309,29 @@ class PiadDataModule(SplitDataModule):
                            num_points=h.num_points, seed=h.seed, pairs_per_image=h.pairs_per_image,
                            load_images=h.load_images, cache=self._cache)
 
+    def _synthesize(self) -> None:
+        """Write a synthetic PIAD set under ``root`` if the setting's list files are not there (class docstring)."""
+        from zoo.data.synthetic.piad import generate_piad
+
+        r, setting = Path(self.root), self.hparams.setting
+        # A root holding list files is itself a setting folder (as resolve_setting_dir reads it).
+        folder = r if (r / "Img_Train.txt").is_file() or (r / "Img_Test.txt").is_file() else r / setting
+        lists = [folder / f"{k}_{split}.txt" for split in ("Train", "Test") for k in ("Point", "Img", "Box")]
+        kw = dict(self.hparams.synthesize)
+        settings = tuple(kw.pop("settings", None) or (setting,))
+        if setting not in settings:
+            settings += (setting,)
+        seed = kw.get("seed", inspect.signature(generate_piad).parameters["seed"].default)
+        args = ", ".join([f"{k}={v}" for k, v in kw.items() if k != "seed"] + [f"settings={list(settings)}"])
+        synthesize_missing("piad", self.root, lists, lambda: generate_piad(self.root, settings=settings, **kw),
+                           f"[piad] no PIAD {setting} lists under {self.root}: writing a synthetic PIAD-format set "
+                           f"there with seed {seed} ({args})")
+
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        self._ensure_data()
         if stage in (None, "fit", "validate") and self.train_set is None:
-            n = len(read_list(self.setting_dir / "Img_Train.txt"))
+            n = len(_read_list(self.setting_dir / "Img_Train.txt"))
             val_rows, train_rows = seeded_split(n, self.hparams.val_fraction, self.hparams.seed)
             self.val_set = self._dataset("Train", "val", self._cap(val_rows))
             self.train_set = self._dataset("Train", "train", self._cap(train_rows))

@@ -2,10 +2,11 @@
 batches as an uninterrupted one. Lightning calls ``set_epoch`` on samplers that have it."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["EpochShuffleSampler", "PairSampler"]
+__all__ = ["EpochShuffleSampler", "PairSampler", "pair_draw"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -39,3 +40,12 @@ class PairSampler(EpochShuffleSampler):
     def __iter__(self):
         order = super().__iter__() if self.shuffle else iter(range(self.n))
         return iter([(i, self.epoch) for i in order])
+
+
+def pair_draw(n: int, seed: int, epoch: int, item: int) -> int:
+    """Index in [0, n) of the partner drawn for ``item`` in ``epoch``, a pure function of (seed, epoch, item).
+
+    PIAD and LEMON pair each image with a random cloud of its class this way, so a resumed
+    run, and every DataLoader worker, draws the same pairs.
+    """
+    return int(np.random.default_rng([seed, epoch, item]).integers(n))

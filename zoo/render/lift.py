@@ -10,7 +10,9 @@ where ``sum(w) > 0``. For point clouds every pixel votes for its one point with 
 (points) no view sees get score 0 and ``seen = False``.
 
 Maps depend only on geometry, views, resolution and backend, so :func:`cached_lift_map`
-computes each once and keeps it on disk, keyed by a sha256 of all of those.
+computes each once and keeps it on disk, keyed by a sha256 of all of those, by default
+under the zoo's one cache root (:func:`default_cache_dir`). This module only stores and
+applies maps; rendering geometry into one is :func:`zoo.render.multiview.build_lift_map`.
 """
 from __future__ import annotations
 
@@ -25,8 +27,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from zoo.core import paths
+from zoo.core.atomic import atomic_path
+
 __all__ = ["LiftMap", "LIFT_FORMAT_VERSION", "lift_map_key", "default_cache_dir", "cached_lift_map",
-           "build_lift_map", "mesh_lift_map", "points_lift_map"]
+           "mesh_lift_map", "points_lift_map"]
 
 LIFT_FORMAT_VERSION = 1
 
@@ -184,8 +189,6 @@ class LiftMap:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the map with torch.save, atomically (a reader never sees half a file)."""
-        from zoo.core.atomic import atomic_path
-
         with atomic_path(path) as tmp:
             torch.save(self.state(), tmp)
 
@@ -223,26 +226,6 @@ def points_lift_map(pix_to_point: torch.Tensor, num_points: int, images: torch.T
     return LiftMap("points", pix_to_point, None, None, num_points, images)
 
 
-def build_lift_map(kind: Literal["mesh", "points"], geometry: torch.Tensor, views: Sequence[Sequence[float]],
-                   image_size: int, faces: torch.Tensor | None = None, backend: str = "cpu_fast",
-                   radius: float = 0.05) -> LiftMap:
-    """Render ``geometry`` (mesh vertices with ``faces``, or points) from ``views`` and return its LiftMap.
-
-    Points are used as given (normalise them first if needed).
-    """
-    from zoo.render.multiview import mesh_fragments, points_fragments
-
-    if kind == "mesh":
-        if faces is None:
-            raise ValueError("build_lift_map: kind='mesh' needs faces (F, 3)")
-        p2f, bary, _ = mesh_fragments(geometry, faces, views, image_size, backend)
-        return mesh_lift_map(p2f, bary, faces, geometry.shape[0])
-    if kind == "points":
-        frags = points_fragments(geometry, views, image_size, radius, 1, backend)
-        return points_lift_map(frags.idx[..., 0], geometry.shape[0])
-    raise ValueError(f"build_lift_map: kind must be 'mesh' or 'points', got {kind!r}")
-
-
 # ---------------------------------------------------------------------- disk cache
 def _feed(h: hashlib._Hash, x: Any) -> None:
     if isinstance(x, torch.Tensor):
@@ -278,9 +261,8 @@ def lift_map_key(*key_parts: Any) -> str:
 
 
 def default_cache_dir() -> Path:
-    """$ZOO_CACHE/lift_maps, else ~/.cache/hoi-zoo/lift_maps."""
-    root = os.environ.get("ZOO_CACHE")
-    return Path(root) / "lift_maps" if root else Path.home() / ".cache" / "hoi-zoo" / "lift_maps"
+    """The zoo's lift-map cache, ``lift_maps`` under the one cache root ($ZOO_HOME, else ~/.cache/hoi-zoo)."""
+    return paths.cache_dir("lift_maps")
 
 
 def cached_lift_map(key_parts: Sequence[Any], builder: Callable[[], LiftMap],

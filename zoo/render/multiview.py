@@ -2,8 +2,10 @@
 
 ``MultiViewRenderer`` renders a mesh coloured by its vertex normals ``(n + 1) / 2`` (unlit,
 barycentric interpolation of vertex colours) or a unit-sphere point cloud coloured NOCS-like,
-from a fixed view set (:data:`zoo.render.views.VIEW_SETS`), and returns the images together
-with the :class:`~zoo.render.lift.LiftMap` that lifts per-view masks back to vertices/points.
+from a fixed view set (:data:`zoo.render.cameras.VIEW_SETS`), and returns the images together
+with the :class:`~zoo.render.lift.LiftMap` that lifts per-view masks back to vertices/points;
+:func:`build_lift_map` gives the map alone. The canonical body it shows comes posed from
+:mod:`zoo.body.canonical`.
 
 Backends: ``cpu_fast`` (:mod:`zoo.render.raster` and :mod:`zoo.render.points`, vectorised
 torch on any device) and ``pytorch3d`` (:mod:`zoo.render.p3d`, the reference). Results are
@@ -18,13 +20,16 @@ from typing import Literal
 import torch
 from torch import nn
 
+from zoo.body.canonical import canonical_body
+from zoo.body.mesh import vertex_normals
 from zoo.core.registry import register
+from zoo.render.cameras import camera_numbers, opencv_cameras, project_opencv, resolve_views
 from zoo.render.lift import LiftMap, cached_lift_map, mesh_lift_map, points_lift_map
 from zoo.render.points import PointFragments, composite_points, nocs_colors, normalize_unit_sphere, rasterize_points
-from zoo.render.raster import project_opencv, rasterize, vertex_normals
-from zoo.render.views import camera_numbers, canonical_body, opencv_cameras, resolve_views
+from zoo.render.raster import rasterize
 
-__all__ = ["MultiViewRenderer", "mesh_fragments", "points_fragments", "shade_mesh", "POINTS_PER_PIXEL"]
+__all__ = ["MultiViewRenderer", "mesh_fragments", "points_fragments", "shade_mesh", "build_lift_map",
+           "POINTS_PER_PIXEL"]
 
 POINTS_PER_PIXEL = 10  # InteractVLM's PointsRasterizationSettings(points_per_pixel=10)
 BACKENDS = ("cpu_fast", "pytorch3d")
@@ -113,17 +118,37 @@ def shade_mesh(pix_to_face: torch.Tensor, bary: torch.Tensor, faces: torch.Tenso
     return out.view(n, H, W, 3).permute(0, 3, 1, 2).contiguous()
 
 
+def build_lift_map(kind: Literal["mesh", "points"], geometry: torch.Tensor, views: Sequence[Sequence[float]],
+                   image_size: int, faces: torch.Tensor | None = None, backend: str = "cpu_fast",
+                   radius: float = 0.05) -> LiftMap:
+    """Render ``geometry`` (mesh vertices with ``faces``, or points) from ``views`` and return its LiftMap.
+
+    Points are used as given (normalise them first if needed). No images, no disk cache
+    (:class:`MultiViewRenderer` adds both).
+    """
+    if kind == "mesh":
+        if faces is None:
+            raise ValueError("build_lift_map: kind='mesh' needs faces (F, 3)")
+        p2f, bary, _ = mesh_fragments(geometry, faces, views, image_size, backend)
+        return mesh_lift_map(p2f, bary, faces, geometry.shape[0])
+    if kind == "points":
+        frags = points_fragments(geometry, views, image_size, radius, 1, backend)
+        return points_lift_map(frags.idx[..., 0], geometry.shape[0])
+    raise ValueError(f"build_lift_map: kind must be 'mesh' or 'points', got {kind!r}")
+
+
 @register("renderer", "multiview")
 class MultiViewRenderer(nn.Module):
     """Fixed-view renderer of InteractVLM's Render-Localize-Lift: images plus pixel -> vertex/point lift maps.
 
     Args:
-        view_set: "body" or "object" (:data:`zoo.render.views.VIEW_SETS`), used when ``views`` is None.
+        view_set: "body" or "object" (:data:`zoo.render.cameras.VIEW_SETS`), used when ``views`` is None.
         views: explicit list of (dist, elev, azim, x, y) views.
         image_size: side of the square renders (InteractVLM: 1024).
         backend: "cpu_fast" (vectorised torch) or "pytorch3d" (reference).
         point_radius: point disc radius in NDC units (InteractVLM: 0.05).
-        cache_dir: where mesh lift maps are cached (default $ZOO_CACHE/lift_maps or ~/.cache/hoi-zoo/lift_maps).
+        cache_dir: where mesh lift maps are cached (default :func:`zoo.render.lift.default_cache_dir`,
+            ``lift_maps`` under $ZOO_HOME or ~/.cache/hoi-zoo).
         background: grey level of background pixels in the images.
     """
 
@@ -157,7 +182,7 @@ class MultiViewRenderer(nn.Module):
         return len(self.views)
 
     def camera_numbers(self) -> torch.Tensor:
-        """Per-view camera input of the lifter (N_views, 5), see :func:`zoo.render.views.camera_numbers`."""
+        """Per-view camera input of the lifter (N_views, 5), see :func:`zoo.render.cameras.camera_numbers`."""
         return camera_numbers(self.views)
 
     def extra_repr(self) -> str:
@@ -202,7 +227,11 @@ class MultiViewRenderer(nn.Module):
         return lm.images, lm
 
     def render_body(self, body_model) -> tuple[torch.Tensor, LiftMap]:
-        """The canonical body (zoo BodyModel) in normal colours: images and LiftMap (cached on disk)."""
+        """The canonical body (zoo BodyModel) in normal colours: images and LiftMap (cached on disk).
+
+        The same as ``render_mesh(*zoo.body.canonical.canonical_body(body_model))``: the body
+        package poses the model, this renders the mesh it gives.
+        """
         verts, faces = canonical_body(body_model)
         return self.render_mesh(verts, faces, "normals", cache=True)
 

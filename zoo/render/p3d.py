@@ -1,7 +1,7 @@
 """pytorch3d reference backend: the same views and fragments as the CPU-fast path, rendered by pytorch3d.
 
 Settings are InteractVLM's: ``FoVPerspectiveCameras(R, T)`` from
-:func:`zoo.render.views.view_cameras`; meshes through ``MeshRasterizer`` with
+:func:`zoo.render.cameras.view_cameras`; meshes through ``MeshRasterizer`` with
 ``faces_per_pixel=1``, ``blur_radius=0`` (render_mesh_utils.py); points through
 ``PointsRasterizer`` with a fixed NDC radius and ``points_per_pixel=10``, composited with
 ``AlphaCompositor`` (utils_obj_pc.py). On CPU ``bin_size=0`` (naive rasterization; the
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from zoo.render.cameras import FOV_DEG, view_cameras
 from zoo.render.points import PointFragments
-from zoo.render.views import FOV_DEG, view_cameras
 
 __all__ = ["p3d_mesh_fragments", "p3d_points_fragments", "p3d_render_points"]
 

@@ -78,7 +78,7 @@ def rasterize_points(
 
     Args:
         points_screen: (P, 3) pixel x (column), pixel y (row) -- pixel centres at +0.5 --
-            and view depth, e.g. from :func:`zoo.render.raster.project_opencv`.
+            and view depth, e.g. from :func:`zoo.render.cameras.project_opencv`.
         image_id: (P,) long, which image each point belongs to (None: all in image 0).
             Point ids in the output are indices into ``points_screen``.
         radius: disc radius in NDC units (the image width spans 2), as pytorch3d.

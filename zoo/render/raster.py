@@ -6,9 +6,9 @@ Conventions
   (origin top-left, y down), ``[:, 2]`` the depth (camera Z, larger = farther). Pixel
   ``(row, col)`` has its centre at ``(col + 0.5, row + 0.5)``.
 * Cameras: OpenCV pinhole, ``X_cam = R @ X_world + t``, ``u = fx X/Z + cx``,
-  ``v = fy Y/Z + cy``, Z > 0 in front of the camera. With pytorch3d's
-  ``cameras_from_opencv_projection`` this gives the same image as pytorch3d's
-  ``MeshRasterizer`` (faces_per_pixel=1, blur 0).
+  ``v = fy Y/Z + cy``, Z > 0 in front of the camera (:mod:`zoo.render.cameras` builds and
+  projects them). With pytorch3d's ``cameras_from_opencv_projection`` this gives the same
+  image as pytorch3d's ``MeshRasterizer`` (faces_per_pixel=1, blur 0).
 * Outputs follow pytorch3d's fragments: ``pix_to_face`` -1 and ``zbuf`` -1 on background,
   barycentrics 0 there.
 
@@ -24,12 +24,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from zoo.body.mesh import vertex_normals
 from zoo.core.registry import register
+from zoo.render.cameras import project_opencv
 
-__all__ = [
-    "Fragments", "rasterize", "project_opencv", "look_at_opencv", "world_to_camera",
-    "intrinsics", "vertex_normals", "render_mesh", "merge_meshes", "CpuRasterizer",
-]
+__all__ = ["Fragments", "rasterize", "render_mesh", "merge_meshes", "CpuRasterizer"]
 
 
 class Fragments(NamedTuple):
@@ -114,7 +113,7 @@ def rasterize(
 
     cand_pix, cand_z, cand_f = [], [], []
     start = 0
-    for k, cnt in zip(ukeys.tolist(), counts.tolist()):
+    for k, cnt in zip(ukeys.tolist(), counts.tolist(), strict=True):
         sel_all = order[start:start + cnt]
         start += cnt
         Bw, Bh = int(levels[k // len(levels)]), int(levels[k % len(levels)])
@@ -177,63 +176,6 @@ def _edge_weights(x: torch.Tensor, y: torch.Tensor, area: torch.Tensor, cx: torc
     w0 = ((x1 - cx) * (y2 - cy) - (x2 - cx) * (y1 - cy)) * inv
     w1 = ((x2 - cx) * (y0 - cy) - (x0 - cx) * (y2 - cy)) * inv
     return w0, w1, 1.0 - w0 - w1
-
-
-def intrinsics(fx: float, fy: float, cx: float, cy: float) -> torch.Tensor:
-    """A (3, 3) float32 OpenCV intrinsics matrix."""
-    return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
-
-
-def project_opencv(verts_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Pinhole projection of camera-space points (..., 3) with K (3, 3) to [u, v, Z] (..., 3)."""
-    if verts_cam.shape[-1] != 3:
-        raise ValueError(f"project_opencv: verts_cam must end in 3, got {tuple(verts_cam.shape)}")
-    K = torch.as_tensor(K, dtype=verts_cam.dtype, device=verts_cam.device)
-    if K.shape[-2:] != (3, 3):
-        raise ValueError(f"project_opencv: K must be (3, 3), got {tuple(K.shape)}")
-    X, Y, Z = verts_cam.unbind(-1)
-    if K.ndim == 2:
-        fx, fy, cx, cy, s = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
-    else:  # batched K (B, 3, 3) with points (B, V, 3): broadcast over V
-        fx, fy, cx, cy, s = (K[..., i, j, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2), (0, 1)))
-    # Points on the camera plane would divide by zero; keep them finite (they are culled by `near`).
-    Zs = torch.where(Z.abs() < 1e-12, torch.full_like(Z, 1e-12), Z)
-    u = fx * X / Zs + s * Y / Zs + cx
-    v = fy * Y / Zs + cy
-    return torch.stack([u, v, Z], -1)
-
-
-def look_at_opencv(eye: Sequence[float] | torch.Tensor, target: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
-                   up: Sequence[float] | torch.Tensor = (0.0, 1.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
-    """World->camera (R (3,3), t (3,)) of an OpenCV camera (x right, y down, z forward) at ``eye`` looking at ``target``."""
-    eye = torch.as_tensor(eye, dtype=torch.float32)
-    target = torch.as_tensor(target, dtype=torch.float32)
-    up = torch.as_tensor(up, dtype=torch.float32)
-    fwd = target - eye
-    if fwd.norm() < 1e-9:
-        raise ValueError("look_at_opencv: eye and target coincide")
-    fwd = fwd / fwd.norm()
-    right = torch.linalg.cross(fwd, up)
-    if right.norm() < 1e-6:  # looking along `up`: any perpendicular right vector will do
-        right = torch.linalg.cross(fwd, torch.tensor([0.0, 0.0, 1.0]))
-    right = right / right.norm()
-    down = torch.linalg.cross(fwd, right)
-    R = torch.stack([right, down, fwd])
-    return R, -R @ eye
-
-
-def world_to_camera(verts: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Apply X_cam = R X + t to points (..., 3)."""
-    return verts @ R.to(verts).transpose(-1, -2) + t.to(verts)
-
-
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals (V, 3) of a triangle mesh."""
-    faces = faces.long()
-    tri = verts[faces]
-    fn = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = torch.zeros_like(verts).index_add_(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
-    return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
 def merge_meshes(meshes: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,17 +10,18 @@ rendered through a multi-view renderer, coloured by predicted and ground-truth s
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zoo.render.raster import intrinsics, look_at_opencv, render_mesh, world_to_camera
+from zoo.core.atomic import atomic_write_image
+from zoo.render.cameras import intrinsics, look_at_opencv, world_to_camera
+from zoo.render.raster import render_mesh
 
 __all__ = ["contact_colors", "contact_views_image", "contact_views_png", "VIEW_AZIMUTHS", "mask_grid_image",
-           "points_views_image", "save_png"]
+           "points_views_image"]
 
 # Degrees about +Y; 0 looks at the body's front (+Z side).
 VIEW_AZIMUTHS = {"front": 0.0, "back": 180.0, "left": 90.0, "right": 270.0}
@@ -111,14 +112,8 @@ def _annotate(grid: np.ndarray, title: str | None, row_names: list[str], col_nam
 def contact_views_png(verts, faces, pred, gt=None, path: str | Path = "contact.png", views: int = 4,
                       size: int = 256, title: str | None = None) -> Path:
     """Write ``contact_views_image(...)`` as a PNG at ``path`` atomically; returns the path."""
-    from PIL import Image
-
-    from zoo.core.atomic import atomic_write_bytes
-
     grid = contact_views_image(verts, faces, pred, gt, views=views, size=size, title=title)
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_image(path, grid)
 
 
 def _tile(img: torch.Tensor, size: int) -> np.ndarray:
@@ -198,14 +193,3 @@ def points_views_image(renderer, points: torch.Tensor, pred, gt=None, size: int 
             grid[header + r * size: header + (r + 1) * size, c * size:(c + 1) * size] = _tile(images[c], size)
     _annotate(grid, title, [n for n, _ in rows], [f"v{c}" for c in range(grid.shape[1] // size)], size, header)
     return grid
-
-
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 (H, W, 3) image as a PNG atomically; returns the path."""
-    from PIL import Image
-
-    from zoo.core.atomic import atomic_write_bytes
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return atomic_write_bytes(Path(path), buf.getvalue())

@@ -1,28 +1,19 @@
-"""Views: InteractVLM's view sets, pytorch3d cameras, OpenCV equivalents, camera numbers, canonical body."""
+"""Cameras: InteractVLM's view sets, pytorch3d cameras, OpenCV equivalents, camera numbers, framing."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from zoo.render.raster import project_opencv
-from zoo.render.views import (
+from zoo.render.cameras import (
     VIEW_SETS,
     camera_numbers,
-    canonical_body,
-    canonical_body_pose,
+    framing_pose,
     opencv_cameras,
+    project_opencv,
     resolve_views,
     view_cameras,
 )
-
-
-@pytest.fixture(scope="session")
-def body_model(tmp_path_factory):
-    from zoo.body.model import BodyModel
-    from zoo.body.synthetic import write_synthetic_body_models
-
-    root = write_synthetic_body_models(tmp_path_factory.getbasetemp() / "render_body_models")
-    return BodyModel(str(root), model_type="smpl")
 
 
 def test_view_sets_are_interactvlms():
@@ -82,31 +73,16 @@ def test_opencv_cameras_project_like_fov_camera():
         opencv_cameras(VIEW_SETS["body"], 0)
 
 
-def test_canonical_pose_rotates_hips_about_z():
-    p = canonical_body_pose("smpl")
-    a = math.radians(30)
-    assert p.shape == (1, 72)
-    assert p[0, 5] == pytest.approx(a) and p[0, 8] == pytest.approx(-a)
-    assert int((p != 0).sum()) == 2
-    assert canonical_body_pose("smplx").shape == (1, 165)
-    with pytest.raises(ValueError, match="unknown model_type 'smpl-x'"):
-        canonical_body_pose("smpl-x")
-
-
-def test_canonical_body_spreads_the_legs(body_model):
-    v, f = canonical_body(body_model)
-    v0 = body_model()["vertices"][0]
-    assert v.shape == (body_model.num_vertices, 3) and v.dtype == torch.float32 and f.dtype == torch.long
-    assert torch.equal(f, body_model.faces.cpu())
-    # Feet (lowest 5% of vertices in the rest pose) move outwards: left (+x) further +x, right further -x.
-    feet = v0[:, 1] < torch.quantile(v0[:, 1], 0.05)
-    left, right = feet & (v0[:, 0] > 0), feet & (v0[:, 0] < 0)
-    assert v[left, 0].mean() > v0[left, 0].mean() + 0.1
-    assert v[right, 0].mean() < v0[right, 0].mean() - 0.1
-    # The upper body does not move (no re-centring, as InteractVLM).
-    top = v0[:, 1] > torch.quantile(v0[:, 1], 0.7)
-    assert torch.allclose(v[top], v0[top], atol=1e-5)
-    vc, _ = canonical_body(body_model, center=True)
-    assert torch.allclose((vc.amin(0) + vc.amax(0)) / 2, torch.zeros(3), atol=1e-6)
-    with pytest.raises(TypeError, match="must be a zoo BodyModel"):
-        canonical_body(torch.zeros(3))
+def test_framing_pose_centres_and_fits_the_points():
+    # A unit sphere of points around (1, 2, 3): its centre lands on the optical axis at the distance where
+    # the sphere spans half_span pixels at focal length f, seen from azimuth 90 deg (+x), elevation 0.
+    g = np.random.default_rng(0)
+    pts = g.normal(size=(500, 3))
+    pts = pts / np.linalg.norm(pts, axis=1, keepdims=True) + np.array([1.0, 2.0, 3.0])
+    c = (pts.max(0) + pts.min(0)) / 2
+    r = np.linalg.norm(pts - c, axis=1).max()
+    R, t = framing_pose(pts, math.pi / 2, 0.0, f=100.0, half_span=50.0)
+    assert np.allclose(R @ R.T, np.eye(3)) and np.isclose(np.linalg.det(R), 1.0)
+    assert np.allclose(R @ c + t, [0.0, 0.0, r * math.sqrt(1 + 4.0)])
+    assert np.allclose(R[2], [-1.0, 0.0, 0.0])  # looks along -x, from the +x side
+    assert np.allclose(R[1], [0.0, -1.0, 0.0])  # image y points down the world's y

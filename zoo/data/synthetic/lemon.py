@@ -2,7 +2,7 @@
 
 Each sample poses the (synthetic or real) SMPL-H body for an interaction (holding a
 Mug/Bottle/Bowl/Knife in the right hand, sitting on a Chair, lying on a Bed), places a
-``zoo.data.objects`` instance so that the region of the held/used affordance touches the
+``zoo.data.synthetic.objects`` instance so that the region of the held/used affordance touches the
 intended body part (slid along a direction until 3 mm clear of the whole body), and
 derives SMPL-H contact from geometry: a vertex is in contact when it lies within
 ``contact_eps`` (2 cm) of the object's surface (densely sampled). The image is rendered
@@ -27,7 +27,8 @@ smplx rotates about the root joint, which ``transl`` accounts for). ``human_box`
 [x1, y1, x2, y2] in image pixels. Object point clouds are in the object's own frame
 (LEMON normalises them on reading). Point list row i is sample i's own object instance.
 
-Deterministic: sample ``i`` of split ``s`` draws from ``default_rng([seed, s, i])``.
+Deterministic: sample ``i`` of split ``s`` draws from ``default_rng([seed, s, i])``. Files are
+written atomically (:mod:`zoo.core.atomic`), ``human_label.json`` last.
 """
 from __future__ import annotations
 
@@ -43,12 +44,13 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from zoo.data.lemon import LEMON_AFFORDANCES, LEMON_OBJECTS
-from zoo.data.objects import AFFORDANCES, make_object, sample_surface
-from zoo.data.synthetic_damon import framing_pose
-from zoo.render.raster import project_opencv, render_mesh
+from zoo.core.atomic import atomic_write_bytes, atomic_write_image, atomic_write_text
+from zoo.data.formats import AFFORDANCES, LEMON_AFFORDANCES
+from zoo.data.synthetic.objects import make_object, sample_surface
+from zoo.render.cameras import framing_pose, project_opencv
+from zoo.render.raster import render_mesh
 
-__all__ = ["LEMON_AFFORDANCES", "LEMON_OBJECTS", "INTERACTIONS", "generate_lemon", "to_lemon_columns", "cli"]
+__all__ = ["INTERACTIONS", "generate_lemon", "to_lemon_columns", "cli"]
 
 # class -> [(image affordance, affordance whose region touches the body, body interaction)]
 INTERACTIONS: dict[str, list[tuple[str, str, str]]] = {
@@ -138,7 +140,6 @@ def _pkl(obj) -> bytes:
 def _sample(rng, i: int, split: str, model, faces_b: torch.Tensor, parts: dict[str, np.ndarray], out: Path,
             size: int, contact_eps: float, classes: list[str]) -> dict:
     """Generate and write one sample; returns its list entries and json record."""
-    from PIL import Image
     from scipy.spatial import cKDTree
 
     cls = classes[i % len(classes)]
@@ -202,18 +203,15 @@ def _sample(rng, i: int, split: str, model, faces_b: torch.Tensor, parts: dict[s
         f"obj_center/{cls}/{stem}.pkl": _pkl((ov.mean(0) @ R.T + t)[None].astype(np.float32)),
     }
     for rel, data in files.items():
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
         if rel == rel_img:
-            Image.fromarray(image).save(p, format="JPEG", quality=92)
+            atomic_write_image(out / rel, image, "JPEG", quality=92)
         elif isinstance(data, np.ndarray):
-            Image.fromarray(data).save(p, format="PNG")
+            atomic_write_image(out / rel, data, "PNG")
         else:
-            p.write_bytes(data)
+            atomic_write_bytes(out / rel, data)
     rows = np.concatenate([obj.points.astype(np.float64), to_lemon_columns(obj.affordance).astype(np.float64)], 1)
     line = " ".join(["%.6f"] * 3 + ["%.4f"] * len(LEMON_AFFORDANCES)) + "\n"
-    (out / rel_obj).parent.mkdir(parents=True, exist_ok=True)
-    (out / rel_obj).write_text("".join([line % tuple(r) for r in rows.tolist()]))
+    atomic_write_text(out / rel_obj, "".join([line % tuple(r) for r in rows.tolist()]))
 
     rots = Rotation.from_rotvec(pose).as_matrix()  # (22, 3, 3)
     go = R @ rots[0]
@@ -269,15 +267,14 @@ def generate_lemon(out: str | Path, n: int = 300, seed: int = 0, image_size: int
                 imgs.append(rec["image"])
                 pts.append(rec["point"])
                 labels[rec["key"]] = rec["record"]
-            (out / "txt_scripts").mkdir(exist_ok=True)
-            (out / "txt_scripts" / f"{lst}.txt").write_text("".join(p + "\n" for p in imgs))
-            (out / "txt_scripts" / f"Point_{lst}.txt").write_text("".join(p + "\n" for p in pts))
+            atomic_write_text(out / "txt_scripts" / f"{lst}.txt", "".join(p + "\n" for p in imgs))
+            atomic_write_text(out / "txt_scripts" / f"Point_{lst}.txt", "".join(p + "\n" for p in pts))
             if verbose:
                 print(f"{split}: {count} samples ({time.time() - t0:.1f} s)")
     finally:
         torch.set_num_threads(threads)
-    (out / "smplh_param").mkdir(exist_ok=True)
-    (out / "smplh_param" / "human_label.json").write_text(json.dumps(labels))
+    # The human parameters of every listed image: written last, so once it exists the whole set does.
+    atomic_write_text(out / "smplh_param" / "human_label.json", json.dumps(labels))
     return out
 
 

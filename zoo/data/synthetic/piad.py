@@ -9,7 +9,7 @@ Layout under ``<out>`` for each setting S in ``settings`` ("Seen", "Unseen")::
     S/Img/<Split>/<Object>/<aff>/Img_<Split>_<Object>_<aff>_<n>.jpg
     S/Box/<Split>/<Object>/<aff>/Img_<Split>_<Object>_<aff>_<n>.json  LabelMe: 'subject' and 'object' rectangles
 
-Point clouds come from ``zoo.data.objects`` (exact affordance fields; values are
+Point clouds come from ``zoo.data.synthetic.objects`` (exact affordance fields; values are
 ``exp(-d^2/sigma^2)`` from each functional region). Images show a *different* instance of
 the same class (PIAD pairs are not one-to-one), rendered with the zoo's CPU rasterizer
 from a random view, with a skin-coloured "actor" blob touching the object where the
@@ -21,7 +21,9 @@ Unseen: the classes of ``UNSEEN_CLASSES`` only in Test, the others only in Train
 IAGNet, where Bed and Laptop are among the unseen test classes).
 
 Deterministic: point cloud ``j`` of setting ``s`` draws from ``default_rng([seed, s, 0, j])``
-and image ``i`` from ``default_rng([seed, s, 1, i])``.
+and image ``i`` from ``default_rng([seed, s, 1, i])``. Files are written atomically
+(:mod:`zoo.core.atomic`), each setting's six list files last, so a setting folder
+holding all six holds the whole setting.
 """
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.data.objects import AFFORDANCES, OBJECT_CLASSES, SyntheticObject, make_object
-from zoo.data.synthetic_damon import framing_pose
-from zoo.render.raster import project_opencv, render_mesh
+from zoo.core.atomic import atomic_write_image, atomic_write_text
+from zoo.data.formats import AFFORDANCES
+from zoo.data.synthetic.objects import OBJECT_CLASSES, SyntheticObject, make_object
+from zoo.render.cameras import framing_pose, project_opencv
+from zoo.render.raster import render_mesh
 
 __all__ = ["UNSEEN_CLASSES", "generate_piad", "write_point_file", "render_interaction", "sphere_mesh", "cli"]
 
@@ -69,7 +73,7 @@ def write_point_file(path: Path, obj: SyntheticObject, token: str) -> None:
     """Write a PIAD point file: one line per point, "<token> <Object> x y z" and 17 affordances."""
     data = np.concatenate([obj.points.astype(np.float64), obj.affordance.astype(np.float64)], 1)
     line = f"{token} {obj.name} " + " ".join(["%.6f"] * 3 + ["%.4f"] * len(AFFORDANCES)) + "\n"
-    path.write_text("".join([line % tuple(row) for row in data.tolist()]))  # 2-3x faster than np.savetxt
+    atomic_write_text(path, "".join([line % tuple(row) for row in data.tolist()]))  # 2-3x faster than np.savetxt
 
 
 def _camera(rng, pts: np.ndarray, size: int):
@@ -150,7 +154,7 @@ def _assign(n: int, classes: list[str], splits: dict[str, tuple[str, ...]], test
         else:
             names = [splits[c][0]] * len(items)
         counter = {"Train": 0, "Test": 0}
-        for i, s in zip(items, names):
+        for i, s in zip(items, names, strict=True):
             counter[s] += 1
             out[i] = (c, s, counter[s])
     return out
@@ -188,15 +192,12 @@ def _point_job(job: tuple) -> None:
     out, setting, s_id, seed, j, c, rel = job
     rng = np.random.default_rng([seed, s_id, 0, j])
     obj = make_object(c, rng)
-    (out / rel).parent.mkdir(parents=True, exist_ok=True)
     token = hashlib.md5(f"{seed}-{setting}-{j}".encode()).hexdigest()
     write_point_file(out / rel, obj, token)
 
 
 def _image_job(job: tuple) -> tuple[str, str]:
     """Render and write one image and its box file; returns their paths relative to ``out``."""
-    from PIL import Image
-
     out, setting, s_id, seed, i, c, split, k, size = job
     rng = np.random.default_rng([seed, s_id, 1, i])
     obj = make_object(c, rng)
@@ -205,10 +206,8 @@ def _image_job(job: tuple) -> tuple[str, str]:
     stem = f"Img_{split}_{c}_{aff}_{k}"
     img_rel = f"{setting}/Img/{split}/{c}/{aff}/{stem}.jpg"
     box_rel = f"{setting}/Box/{split}/{c}/{aff}/{stem}.json"
-    for rel in (img_rel, box_rel):
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(out / img_rel, format="JPEG", quality=92)
-    (out / box_rel).write_text(_labelme(f"../../../../Img/{split}/{c}/{aff}/{stem}.jpg", subj, obox, size))
+    atomic_write_image(out / img_rel, image, "JPEG", quality=92)
+    atomic_write_text(out / box_rel, _labelme(f"../../../../Img/{split}/{c}/{aff}/{stem}.jpg", subj, obox, size))
     return img_rel, box_rel
 
 
@@ -243,7 +242,7 @@ def _generate_setting(out: Path, setting: str, s_id: int, n_objects: int, n_imag
         if points[split].get(c):  # an image without a cloud of its class in its split cannot be paired
             ijobs.append((out, setting, s_id, seed, i, c, split, k, size))
     test_used: dict[str, int] = {}
-    for job, (img_rel, box_rel) in zip(ijobs, _run(_image_job, ijobs, workers)):
+    for job, (img_rel, box_rel) in zip(ijobs, _run(_image_job, ijobs, workers), strict=True):
         c, split = job[5], job[6]
         lists[split]["Img"].append(img_rel)
         lists[split]["Box"].append(box_rel)
@@ -254,7 +253,7 @@ def _generate_setting(out: Path, setting: str, s_id: int, n_objects: int, n_imag
             test_used[c] = n_used + 1
     for s, kinds in lists.items():
         for kind, paths in kinds.items():
-            (root / f"{kind}_{s}.txt").write_text("".join(p + "\n" for p in paths))
+            atomic_write_text(root / f"{kind}_{s}.txt", "".join(p + "\n" for p in paths))
 
 
 def cli(args: list[str]) -> int:

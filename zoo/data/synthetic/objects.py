@@ -3,7 +3,7 @@
 Each class is built from primitives (boxes, surfaces of revolution, swept tubes, extruded
 polygons) with per-instance random dimensions. The mesh is sampled to exactly
 ``n_points`` (2048, as PIAD) surface points, and every point gets 17 affordance values in
-[0, 1] (``AFFORDANCES`` order, PIAD's column order) that follow the geometry: a value is
+[0, 1] (:data:`zoo.data.formats.AFFORDANCES` order, PIAD's column order) that follow the geometry: a value is
 ``exp(-d^2 / sigma^2)`` of the distance ``d`` from the point to the functional region of
 that affordance (the handle of a mug for ``grasp``, the seat top of a chair for ``sit``,
 ...), so it is 1 on the region and falls off smoothly around it.
@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zoo.data.formats import AFFORDANCES
+
 __all__ = [
-    "AFFORDANCES", "OBJECT_CLASSES", "CLASS_AFFORDANCES", "SyntheticObject", "make_object", "affordance_falloff",
+    "OBJECT_CLASSES", "CLASS_AFFORDANCES", "SyntheticObject", "make_object", "affordance_falloff",
     "sample_surface",
 ]
 
-AFFORDANCES = ["grasp", "contain", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move",
-               "display", "push", "listen", "wear", "press", "cut", "stab"]
 _A = {a: i for i, a in enumerate(AFFORDANCES)}
 
 CLASS_AFFORDANCES: dict[str, tuple[str, ...]] = {
@@ -252,7 +252,9 @@ def _mug(rng):
     b.tube(path, tr, col * 0.9, "handle")
 
     def aff(p, part, parts):
-        on = lambda *ns: p[np.isin(part, [parts.index(n) for n in ns])]
+        def on(*ns):
+            return p[np.isin(part, [parts.index(n) for n in ns])]
+
         outer = on("outer")
         band = outer[(outer[:, 1] > 0.2 * H) & (outer[:, 1] < 0.85 * H)]
         rim = p[(part == parts.index("rim")) | ((part != parts.index("handle")) & (p[:, 1] > H - 0.006))]

@@ -43,17 +43,16 @@ scheme (``zoo.body.mesh``).
 
 Deterministic: sample ``i`` of split ``s`` draws from ``numpy.random.default_rng([seed, s, i])``
 and every file (npz included, written with fixed zip timestamps) has the same bytes for
-the same seed.
+the same seed. Files are written atomically (:mod:`zoo.core.atomic`) and the two
+npz files last, so a folder holding both holds the whole set.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import math
-import os
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,11 +60,15 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from zoo.render.raster import merge_meshes, project_opencv, rasterize, vertex_normals
+from zoo.body.mesh import vertex_normals
+from zoo.core.atomic import atomic_write_bytes
+from zoo.data.synthetic.files import save_npz_deterministic
+from zoo.render.cameras import framing_pose, project_opencv
+from zoo.render.raster import merge_meshes, rasterize
 
 __all__ = [
     "SCENE_CLASSES", "OBJECT_CLASS", "OBJECT_LABELS", "PERSON_CLASS", "BACKGROUND_CLASS", "SCENARIOS", "IMAGE_DIR",
-    "Primitive", "primitive_sdf", "primitive_mesh", "generate_damon", "save_npz_deterministic", "framing_pose", "cli",
+    "Primitive", "primitive_sdf", "primitive_mesh", "generate_damon", "cli",
 ]
 
 PERSON_CLASS = 0
@@ -216,14 +219,20 @@ def _pose(rng: np.random.Generator, scenario: str) -> tuple[np.ndarray, dict]:
     # Everyday variation: slight asymmetric bends everywhere.
     for j in (_J["spine1"], _J["spine2"], _J["spine3"], _J["neck"], _J["head"]):
         p[j] = u(-0.08, 0.08, 3)
-    arms_down = lambda: (p.__setitem__(_J["l_shoulder"], [u(-0.2, 0.2), u(-0.2, 0.2), -u(1.0, 1.35)]),
-                         p.__setitem__(_J["r_shoulder"], [u(-0.2, 0.2), u(-0.2, 0.2), u(1.0, 1.35)]),
-                         p.__setitem__(_J["l_elbow"], [0, -u(0.0, 0.6), 0]),
-                         p.__setitem__(_J["r_elbow"], [0, u(0.0, 0.6), 0]))
-    legs_stand = lambda: (p.__setitem__(_J["l_hip"], [u(-0.15, 0.1), 0, u(0.0, 0.12)]),
-                          p.__setitem__(_J["r_hip"], [u(-0.15, 0.1), 0, -u(0.0, 0.12)]),
-                          p.__setitem__(_J["l_knee"], [u(0.0, 0.15), 0, 0]),
-                          p.__setitem__(_J["r_knee"], [u(0.0, 0.15), 0, 0]))
+
+    def arms_down() -> None:
+        # One statement per joint, in this order: the draws from `rng` must keep their sequence.
+        p[_J["l_shoulder"]] = [u(-0.2, 0.2), u(-0.2, 0.2), -u(1.0, 1.35)]
+        p[_J["r_shoulder"]] = [u(-0.2, 0.2), u(-0.2, 0.2), u(1.0, 1.35)]
+        p[_J["l_elbow"]] = [0, -u(0.0, 0.6), 0]
+        p[_J["r_elbow"]] = [0, u(0.0, 0.6), 0]
+
+    def legs_stand() -> None:
+        p[_J["l_hip"]] = [u(-0.15, 0.1), 0, u(0.0, 0.12)]
+        p[_J["r_hip"]] = [u(-0.15, 0.1), 0, -u(0.0, 0.12)]
+        p[_J["l_knee"]] = [u(0.0, 0.15), 0, 0]
+        p[_J["r_knee"]] = [u(0.0, 0.15), 0, 0]
+
     arms_down()
     if scenario in ("stand", "reach", "lean", "head", "table"):
         legs_stand()
@@ -473,22 +482,6 @@ def _camera(rng, scenario: str, pts: np.ndarray, size: int) -> tuple[np.ndarray,
     return R, t, K
 
 
-def framing_pose(pts: np.ndarray, az: float, el: float, f: float, half_span: float) -> tuple[np.ndarray, np.ndarray]:
-    """World->camera (R, t) of an OpenCV camera (y down) looking at the centre of ``pts`` from
-    azimuth ``az`` and elevation ``el`` (radians, y up), far enough that the points' bounding
-    sphere spans ``half_span`` pixels either side of the centre at focal length ``f``."""
-    c = (pts.max(0) + pts.min(0)) / 2
-    r = np.linalg.norm(pts - c, axis=1).max()
-    dist = r * math.sqrt(1 + (f / half_span) ** 2)
-    fwd = -np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
-    eye = c - fwd * dist
-    right = np.cross(fwd, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    R = np.stack([right, down, fwd])
-    return R, -R @ eye
-
-
 def _png(arr: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -610,21 +603,6 @@ def _render_sample(rng, body_cam: np.ndarray, faces: torch.Tensor, part_labels: 
     return image, cmask, scene, part
 
 
-def save_npz_deterministic(path: str | Path, **arrays) -> Path:
-    """Like ``np.savez`` (same file format, readable with ``np.load(allow_pickle=True)``) but
-    with fixed zip timestamps, so equal arrays give byte-identical files."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for k, a in arrays.items():
-            info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=True)
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
-    return path
-
-
 def _generate_split(model, faces: torch.Tensor, part_labels, parts, n: int, split_id: int, split: str,
                     seed: int, out: Path, size: int, contact_eps: float) -> dict:
     """Generate ``n`` samples of one split and write their image files; returns the npz arrays."""
@@ -652,7 +630,7 @@ def _generate_split(model, faces: torch.Tensor, part_labels, parts, n: int, spli
         objs = _build_objects(rng, scen[i], hints[i], verts, parts)
         sdf = np.stack([primitive_sdf(o, verts) for o in objs])  # (O, V)
         objectwise = {}
-        for o, d in zip(objs, sdf):
+        for o, d in zip(objs, sdf, strict=True):
             ids = np.flatnonzero(d <= contact_eps).astype(np.int64)
             if ids.size:
                 objectwise[o.name] = ids
@@ -681,7 +659,7 @@ def _generate_split(model, faces: torch.Tensor, part_labels, parts, n: int, spli
         }
         for k, data in (("imgname", _jpg(image)), ("polygon_2d_contact", _png(cmask)),
                         ("scene_seg", _png(scene)), ("part_seg", _png(part))):
-            (out / rel[k]).write_bytes(data)
+            atomic_write_bytes(out / rel[k], data)
             rec[k].append(rel[k])
         rec["pose"].append(pose_cam)
         rec["shape"].append(betas[i])
@@ -731,16 +709,19 @@ def generate_damon(out: str | Path, n: int = 600, seed: int = 0, test_fraction: 
     # Per-sample tensors are small: intra-op threads only add sync overhead (10x slower on a
     # busy 2-core machine), so generate single-threaded and restore the setting afterwards.
     torch.set_num_threads(1)
+    splits = {}
     try:
         for split_id, (split, count, fname) in enumerate((("trainval", n_train, "hot_dca_trainval.npz"),
                                                           ("test", n_test, "hot_dca_test.npz"))):
-            arrays = _generate_split(model, faces, part_labels, parts, count, split_id, split, seed, out,
-                                     image_size, contact_eps)
-            save_npz_deterministic(out / fname, **arrays)
+            splits[fname] = _generate_split(model, faces, part_labels, parts, count, split_id, split, seed, out,
+                                            image_size, contact_eps)
             if verbose:
                 print(f"{fname}: {count} samples ({time.time() - t0:.1f} s)")
     finally:
         torch.set_num_threads(threads)
+    # The npz files name every image: written last, so once both exist the whole set does.
+    for fname, arrays in splits.items():
+        save_npz_deterministic(out / fname, **arrays)
     return out
 
 
