@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.core.atomic import sha256_file
 from zoo.core.hub import CheckpointError
+from zoo.core.registry import build
 from zoo.models.localizer.mvloc_sam import MVLocSAM, load_sam_state_dict
 from zoo.models.losses import MaskLoss2D
 
@@ -142,11 +144,12 @@ def test_official_vit_b_round_trip(tmp_path):
     path = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save(ref, path)
     del official
-    m = MVLocSAM(variant="vit_b", checkpoint=str(path))
+    m = build("localizer", {"name": "mvloc_sam", "variant": "vit_b", "weights": str(path)})  # built, then loaded
     got = m.state_dict()
     assert set(got) == set(ref) and len(got) == 314
     assert all(torch.equal(got[k], ref[k]) for k in ref)
-    assert m.hparams.checkpoint == str(path) and m.image_size == 1024 and m.embedding_size == (64, 64)
+    assert m.hparams.weights == str(path) and m.image_size == 1024 and m.embedding_size == (64, 64)
+    assert m._zoo_weights["sha256"] == sha256_file(path) and len(m._zoo_weights["keys"]) == 314
 
 
 def test_tiny_official_layout_round_trip_and_decode_equivalence(tmp_path):
@@ -154,7 +157,7 @@ def test_tiny_official_layout_round_trip_and_decode_equivalence(tmp_path):
     sam = _official_tiny_sam().eval()
     path = tmp_path / "tiny_sam.pth"
     torch.save(sam.state_dict(), path)
-    m = MVLocSAM(variant="tiny", checkpoint=str(path)).eval()
+    m = build("localizer", {"name": "mvloc_sam", "variant": "tiny", "weights": str(path)}).eval()
     images = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         # segment-anything's own pipeline: normalise on the 0-255 scale, encode, decode one prompt
@@ -172,7 +175,7 @@ def test_positional_tables_are_resized_for_another_image_size(tmp_path):
     sam = _official_tiny_sam(128)
     path = tmp_path / "tiny_sam.pth"
     torch.save(sam.state_dict(), path)
-    m = MVLocSAM(variant="tiny", image_size=64, checkpoint=str(path))
+    m = build("localizer", {"name": "mvloc_sam", "variant": "tiny", "image_size": 64, "weights": str(path)})
     assert m.image_encoder.pos_embed.shape == (1, 8, 8, 64)
     assert m.image_encoder.blocks[1].attn.rel_pos_h.shape == (15, 32)  # global block: 2 * 8 - 1
     # window blocks keep their (2 * window - 1) tables untouched
@@ -187,10 +190,10 @@ def test_missing_key_names_key_and_file(tmp_path):
     state["mask_decoder.extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken_sam.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"broken_sam\.pth does not fit MVLocSAM\(variant='tiny'\): missing 1 "
+    with pytest.raises(CheckpointError, match=r"broken_sam\.pth\) do not fit localizer/mvloc_sam: missing 1 "
                                               r"key\(s\): mask_decoder\.iou_token\.weight; unexpected 1 key\(s\): "
-                                              r"mask_decoder\.extra\.weight"):
-        MVLocSAM(variant="tiny", checkpoint=str(path))
+                                              r"mask_decoder\.extra\.weight$"):
+        build("localizer", {"name": "mvloc_sam", "variant": "tiny", "weights": str(path)})
     m = MVLocSAM(variant="tiny")
     missing, unexpected = load_sam_state_dict(m, state, strict=False)
     assert missing == ["mask_decoder.iou_token.weight"] and unexpected == ["mask_decoder.extra.weight"]
@@ -200,8 +203,8 @@ def test_missing_key_names_key_and_file(tmp_path):
 def test_wrong_variant_weights_report_shape_mismatch(tmp_path):
     path = tmp_path / "tiny.pth"
     torch.save(_official_tiny_sam().state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"tiny\.pth does not fit MVLocSAM\(variant='tiny'\).*shape mismatch"):
-        MVLocSAM(variant="tiny", tiny_embed_dim=32, checkpoint=str(path))
+    with pytest.raises(CheckpointError, match=r"tiny\.pth\) do not fit localizer/mvloc_sam: .*shape mismatch"):
+        build("localizer", {"name": "mvloc_sam", "variant": "tiny", "tiny_embed_dim": 32, "weights": str(path)})
 
 
 def test_missing_checkpoint_messages(tmp_path, monkeypatch):
@@ -209,11 +212,11 @@ def test_missing_checkpoint_messages(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"checkpoint 'sam-vit-b' \(SAM ViT-B weights.*expected .*home/checkpoints/"
                                                 r"sam-vit-b/sam_vit_b_01ec64\.pth.*https://dl\.fbaipublicfiles\.com/"
                                                 r"segment_anything/sam_vit_b_01ec64\.pth"):
-        MVLocSAM(variant="vit_b", checkpoint="zoo://sam-vit-b")
-    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*nowhere/sam\.pth\. Expected SAM ViT-H weights "
+        MVLocSAM(variant="vit_b", weights="zoo://sam-vit-b")  # before the encoder is built
+    with pytest.raises(FileNotFoundError, match=r"weights not found: .*nowhere/sam\.pth\. Expected SAM ViT-H weights "
                                                 r"\(sam_vit_h_4b8939\.pth\).*https://dl\.fbaipublicfiles\.com/"
                                                 r"segment_anything/sam_vit_h_4b8939\.pth"):
-        MVLocSAM(variant="vit_h", checkpoint=str(tmp_path / "nowhere" / "sam.pth"))
+        MVLocSAM(variant="vit_h", weights=str(tmp_path / "nowhere" / "sam.pth"))
 
 
 def test_registry_builds_tiny():

@@ -14,7 +14,7 @@ def image():
 
 def test_hrnet_branches_concatenate_to_15x_width_at_quarter_resolution(image):
     # hrnet_w18_small has widths 16/32/64/128 -> 240 = 15 * 16 channels, like 480 for W32
-    bb = TimmBackbone("hrnet_w18_small", out_channels=None).eval()
+    bb = TimmBackbone(model="hrnet_w18_small", out_channels=None).eval()
     assert bb.concat_channels == 240 and bb.out_channels == 240 and bb.reduction == 4
     assert isinstance(bb.proj, torch.nn.Identity)
     with torch.no_grad():
@@ -28,7 +28,7 @@ def test_hrnet_branches_concatenate_to_15x_width_at_quarter_resolution(image):
 
 
 def test_resnet_swap_projects_to_requested_width(image):
-    bb = TimmBackbone("resnet18", out_channels=48).eval()
+    bb = TimmBackbone(model="resnet18", out_channels=48).eval()
     assert bb.concat_channels == 64 + 128 + 256 + 512
     assert isinstance(bb.proj, torch.nn.Conv2d) and bb.proj.in_channels == 960 and bb.proj.out_channels == 48
     with torch.no_grad():
@@ -36,37 +36,43 @@ def test_resnet_swap_projects_to_requested_width(image):
 
 
 def test_out_indices_select_levels(image):
-    bb = TimmBackbone("test_byobnet", out_indices=[3], out_channels=None)
+    bb = TimmBackbone(model="test_byobnet", out_indices=[3], out_channels=None)
     assert bb.out_channels == 128 and bb.reduction == 16
     assert bb(image).shape == (2, 128, 4, 4)
 
 
 def test_unknown_model_and_bad_input():
     with pytest.raises(ValueError, match="unknown timm model 'resnet1800'.*closest"):
-        TimmBackbone("resnet1800")
-    bb = TimmBackbone("test_byobnet", out_indices=[3], out_channels=None)
+        TimmBackbone(model="resnet1800")
+    bb = TimmBackbone(model="test_byobnet", out_indices=[3], out_channels=None)
     with pytest.raises(ValueError, match=r"expected image of shape \(B,3,H,W\), got \(2, 1, 32, 32\)"):
         bb(torch.zeros(2, 1, 32, 32))
 
 
-def test_weights_from_local_file(tmp_path, image):
-    src = TimmBackbone("test_byobnet", out_indices=[3], out_channels=None).eval()
+def test_weights_from_local_file_load_after_building(tmp_path, image):
+    from zoo.core.hub import CheckpointError
+    from zoo.core.registry import build
+
+    src = TimmBackbone(model="test_byobnet", out_indices=[3], out_channels=None).eval()
     sd = dict(src.model.state_dict())
     sd["head.fc.weight"] = torch.zeros(3)  # a classifier key the feature model lacks: ignored
     path = tmp_path / "w.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
-    dst = TimmBackbone("test_byobnet", weights=str(path), out_indices=[3], out_channels=None).eval()
+    cfg = {"name": "timm", "model": "test_byobnet", "out_indices": [3], "out_channels": None}
+    dst = build("backbone", {**cfg, "weights": str(path)}).eval()
     assert dst.ignored_weight_keys == ["head.fc.weight"]
     with torch.no_grad():
         torch.testing.assert_close(dst(image), src(image))
+    proj = build("backbone", {**cfg, "out_channels": 8, "weights": str(path)})  # the 1x1 projection stays random
+    assert isinstance(proj.proj, torch.nn.Conv2d)
 
-    with pytest.raises(FileNotFoundError, match="backbone weights not found: .*nope.pth.*nothing is downloaded"):
-        TimmBackbone("test_byobnet", weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match=r"checkpoint path not found: .*nope.pth"):
+        build("backbone", {**cfg, "weights": str(tmp_path / "nope.pth")})
     first = next(iter(src.model.state_dict()))
     del sd[first]
     torch.save(sd, path)
-    with pytest.raises(KeyError, match=f"1 keys of the model are missing, e.g. \\['{first}'\\]"):
-        TimmBackbone("test_byobnet", weights=str(path), out_indices=[3])
+    with pytest.raises(CheckpointError, match=rf"w.pth\) do not fit backbone/timm: missing 1 key\(s\): model.{first}$"):
+        build("backbone", {**cfg, "weights": str(path)})
 
 
 def test_registered_as_backbone_timm():

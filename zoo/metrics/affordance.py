@@ -92,6 +92,7 @@ class AffordanceMetrics(Metric):
     is_differentiable = False
     higher_is_better = None  # MAE is lower-is-better, the rest higher
     full_state_update = False
+    main_key = "auc"
 
     def __init__(self) -> None:
         super().__init__()

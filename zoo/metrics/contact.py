@@ -99,6 +99,7 @@ class ContactPRF(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    main_key = "f1"  # the value a progress bar shows
 
     def __init__(self, threshold: float = 0.5) -> None:
         super().__init__()
@@ -161,6 +162,17 @@ def _load_geodesic(geodesic: torch.Tensor | np.ndarray | str | Path) -> torch.Te
     return mat
 
 
+def _geodesics_of(body_model: dict) -> np.ndarray:
+    """The (V, V) geodesic matrix (metres) of a body model's template mesh, computed once and cached."""
+    from zoo.body.mesh import geodesic_distances
+    from zoo.core.paths import cache_dir
+    from zoo.core.registry import build
+
+    bm = build("body_model", body_model)
+    return geodesic_distances(bm.v_template.detach().cpu().numpy(), bm.faces.cpu().numpy(),
+                              cache_dir=cache_dir("geodesics"))
+
+
 def geodesic_error_per_image(dist: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
                              threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image (fp, fn) geodesic errors in the matrix's units (metres), each (B,) float64.
@@ -197,7 +209,9 @@ class GeodesicError(Metric):
     """Geodesic contact error (cm): false-positive and false-negative distances, averaged over images.
 
     ``geodesic`` is a (V, V) matrix of vertex-to-vertex geodesic distances in
-    metres (a tensor or a path to a .npy file). Per image, with P the
+    metres (a tensor or a path to a .npy file); alternatively ``body_model`` (a body-model
+    sub-recipe) has it computed on that model's template mesh (cached under
+    ``$ZOO_HOME/geodesics``). Per image, with P the
     predicted contact vertices (``pred >= threshold``) and G the ground-truth
     ones: ``fp = mean_{i in P} min_{j in G} D[i, j]`` and
     ``fn = mean_{j in G} min_{i in P} D[i, j]``, both x100 to centimetres.
@@ -214,11 +228,19 @@ class GeodesicError(Metric):
     higher_is_better = False
     full_state_update = False
 
-    def __init__(self, geodesic: torch.Tensor | str, threshold: float = 0.5) -> None:
+    main_key = None
+
+    def __init__(self, geodesic: torch.Tensor | str | None = None, threshold: float = 0.5,
+                 body_model: dict | None = None) -> None:
         super().__init__()
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"GeodesicError: threshold must be in [0, 1], got {threshold}")
+        if (geodesic is None) == (body_model is None):
+            raise ValueError("GeodesicError: give either geodesic (a (V, V) matrix or .npy path) or body_model "
+                             "(a body_model sub-recipe whose template mesh the matrix is computed on, cached)")
         self.threshold = float(threshold)
+        if geodesic is None:
+            geodesic = _geodesics_of(body_model)
         # Non-persistent buffer: follows .to(device) but stays out of state_dict
         # (190 MB for SMPL) and out of the DDP-synced metric states.
         self.register_buffer("geodesic", _load_geodesic(geodesic), persistent=False)

@@ -9,83 +9,53 @@ applies the same "upsample to the finest level and concatenate" rule to other fa
 (ResNets, ConvNeXts, ...), adding a 1x1 projection when the concatenated width differs
 from the width the caller asked for.
 
-Tiny CPU configuration (what the DECO demo and tests use)::
+Tiny CPU configuration (``recipes/base/backbone/tiny.yaml``, what the DECO demo uses)::
 
-    TimmBackbone("test_byobnet", out_indices=[3], out_channels=64)
+    {name: timm, model: test_resnet, out_indices: [3], out_channels: 64}
 
-``test_byobnet`` is timm's 0.1 M-parameter test network (0.14 GFLOP per 256x256 image
-up to its 1/16 level, 128 channels); with it a 256x256 training step of a whole
-two-encoder DECO at batch 8 takes about 0.25 s on two idle CPU cores (see
-``zoo.systems.deco.TINY_DECO``). ``test_resnet`` works too but costs 3.5x the FLOPs.
+``test_resnet`` and ``test_byobnet`` are timm's test networks (0.49 and 0.14 GFLOP per 256x256
+image up to their 1/16 level); with either, a training step of the whole two-encoder DECO at batch
+8 takes well under a second on two idle CPU cores. Any other timm model is one override away
+(``system.backbone.model=resnet50``).
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.core.hub import Pretrained
+from zoo.core.interfaces import Backbone
 from zoo.core.registry import register
 
-__all__ = ["TimmBackbone", "load_backbone_weights"]
+__all__ = ["TimmBackbone", "unwrap_state_dict"]
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Read a state dict from a .safetensors / .pth / .pt / .bin file, unwrapping common containers."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        sd: Any = load_file(path)
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    # checkpoints often nest the weights one level down
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The name -> tensor dict inside a checkpoint object: one level of ``state_dict`` / ``model`` /
+    ``model_state_dict`` nesting unwrapped and a DataParallel ``module.`` prefix stripped."""
+    sd = obj
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
             break
     if not isinstance(sd, dict):
-        raise ValueError(f"backbone weights {path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
-    # DataParallel / DDP checkpoints carry a 'module.' prefix
+        raise ValueError(f"backbone weights {source}: expected a state dict (name -> tensor), got {type(sd).__name__}")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
-def load_backbone_weights(model: nn.Module, path: str) -> list[str]:
-    """Load pretrained weights from a local file into a timm feature model.
-
-    Every parameter and buffer of ``model`` must be present with the right shape (an
-    incompletely initialised backbone is an error); keys the model does not have (a
-    classifier or a pose head such as HRNet's ``final_layer``) are ignored and returned.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"backbone weights not found: {path} (a local state-dict file for the timm model; "
-            "nothing is downloaded: fetch e.g. the timm/ImageNet or pose-HRNet checkpoint yourself and pass its path)"
-        )
-    sd = _read_state_dict(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    if missing:
-        raise KeyError(
-            f"backbone weights {path}: {len(missing)} keys of the model are missing, e.g. {missing[:5]} "
-            f"(file has {len(sd)} keys, e.g. {list(sd)[:5]})"
-        )
-    bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"backbone weights {path}: shape mismatch for {len(bad)} keys, e.g. {bad[:5]}")
-    model.load_state_dict({k: sd[k] for k in own}, strict=True)
-    return sorted(k for k in sd if k not in own)
-
-
 @register("backbone", "timm")
-class TimmBackbone(nn.Module):
+class TimmBackbone(Pretrained, Backbone, nn.Module):
     """Any timm model as a single dense feature map (DECO-style multi-level concatenation).
 
     Args:
-        name: timm model name ("hrnet_w32" for DECO; "resnet50", "test_resnet", ...).
-        weights: local state-dict file with pretrained weights; None keeps random init.
-            Never downloads.
+        model: timm model name ("hrnet_w32" for DECO; "resnet50", "test_resnet", ...).
+        weights: pretrained weights of the timm model: a local state-dict file (.pth / .pt /
+            .safetensors) or a registry checkpoint, loaded after building through the checkpoint
+            store; keys the feature model lacks (a classifier, HRNet's pose ``final_layer``) are
+            ignored and listed in ``ignored_weight_keys``. None keeps random init. Never downloads.
         out_indices: which timm feature levels to use (indices into ``feature_info``);
             None takes every level with stride >= ``min_reduction`` (for HRNet: the four
             branches).
@@ -99,7 +69,7 @@ class TimmBackbone(nn.Module):
 
     def __init__(
         self,
-        name: str = "hrnet_w32",
+        model: str = "hrnet_w32",
         weights: str | None = None,
         out_indices: list[int] | None = None,
         out_channels: int | None = 480,
@@ -109,6 +79,7 @@ class TimmBackbone(nn.Module):
         super().__init__()
         import timm
 
+        name = model
         if name not in timm.list_models():
             import difflib
 
@@ -138,8 +109,18 @@ class TimmBackbone(nn.Module):
         self.proj: nn.Module = nn.Identity() if self.out_channels == concat else nn.Conv2d(concat, self.out_channels, 1)
         self.name = name
         self.ignored_weight_keys: list[str] = []
-        if weights is not None:
-            self.ignored_weight_keys = load_backbone_weights(self.model, weights)
+
+    def convert_checkpoint(self, obj: Any, source: str) -> dict[str, torch.Tensor]:
+        """The timm model's tensors in ``obj`` under this module's names (``model.<key>``); keys the
+        feature model does not have are dropped and remembered in ``ignored_weight_keys``."""
+        sd = unwrap_state_dict(obj, source)
+        own = self.model.state_dict()
+        self.ignored_weight_keys = sorted(k for k in sd if k not in own)
+        return {f"model.{k}": v for k, v in sd.items() if k in own}
+
+    def pretrained_keys(self) -> set[str]:
+        """Every tensor of the timm model must come from the file (the 1x1 projection stays random)."""
+        return {f"model.{k}" for k in self.model.state_dict()}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image (B,3,H,W) -> feature map (B, out_channels, H/reduction, W/reduction)."""

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from zoo.core.interfaces import Lifter
 from zoo.core.registry import register
 
 __all__ = ["CameraLifter", "IdentityLifter"]
@@ -29,7 +30,7 @@ def _check(owner: str, prompt: torch.Tensor, cams: torch.Tensor, num_views: int,
 
 
 @register("lifter", "camera_lifter")
-class CameraLifter(L.LightningModule):
+class CameraLifter(Lifter, L.LightningModule):
     """Per-view sigmoid gate from camera numbers, multiplied into the prompt (InteractVLM's vi_v1 encoder).
 
     ``forward(prompt (B, embed_dim), cams (num_views, in_dim)) -> (B, num_views, embed_dim)``.
@@ -67,7 +68,7 @@ class CameraLifter(L.LightningModule):
 
 
 @register("lifter", "identity")
-class IdentityLifter(L.LightningModule):
+class IdentityLifter(Lifter, L.LightningModule):
     """No camera conditioning: the same prompt for every view (the ablation without the lifter)."""
 
     def __init__(self, num_views: int = 4, in_dim: int = 5, hidden: int = 128, embed_dim: int = 256) -> None:

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.core.hub import Pretrained
+from zoo.core.interfaces import Localizer
 from zoo.core.registry import register
 
-__all__ = ["MVLocSAM", "load_sam_state_dict", "SAM_VARIANTS", "SAM_FILES"]
+__all__ = ["MVLocSAM", "load_sam_state_dict", "sam_state_for", "SAM_VARIANTS", "SAM_FILES"]
 
 # Encoder sizes as in segment_anything/build_sam.py (build_sam_vit_b/_l/_h).
 SAM_VARIANTS: dict[str, dict[str, Any]] = {
@@ -51,11 +53,6 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 _COMPONENTS = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 
 
-def _first(keys: list[str], n: int = 5) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
-
-
 def _resize_pos_embed(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Bicubic resize of an absolute position grid (1, H, W, C) to ``shape`` (checkpoint trained at 1024)."""
     x = t.permute(0, 3, 1, 2).float()
@@ -70,30 +67,26 @@ def _resize_rel_pos(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return x[0].t().to(t.dtype)
 
 
-def load_sam_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True,
-                        source: str | os.PathLike | None = None,
-                        resize_positional: bool = True) -> tuple[list[str], list[str]]:
-    """Load an official-layout SAM state dict into ``module`` (an :class:`MVLocSAM` or ``Sam``).
+def sam_state_for(module: nn.Module, state_dict: Any, source: str = "SAM state_dict",
+                  resize_positional: bool = True) -> dict[str, torch.Tensor]:
+    """An official-layout SAM state dict made to fit ``module`` (shapes that still differ are left for the
+    caller's strict check).
 
     Accepts the key layout of the released ``sam_vit_*.pth`` files (``image_encoder.*``,
-    ``prompt_encoder.*``, ``mask_decoder.*``), also wrapped as ``{"state_dict": ...}``.
-    With ``resize_positional`` the encoder's absolute position grid and the global-attention
-    relative-position tables are interpolated when the module runs at another
-    ``image_size`` than the checkpoint (1024). Returns (missing, unexpected) key lists;
-    with ``strict`` any missing/unexpected key or shape mismatch raises
-    :class:`zoo.core.hub.CheckpointError` naming the first few keys and ``source``.
+    ``prompt_encoder.*``, ``mask_decoder.*``), also wrapped as ``{"state_dict": ...}``. With
+    ``resize_positional`` the encoder's absolute position grid and the global-attention
+    relative-position tables are interpolated when the module runs at another ``image_size`` than
+    the checkpoint (1024).
     """
     from zoo.core.hub import CheckpointError
 
-    where = str(source) if source is not None else "SAM state_dict"
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict):
-        raise CheckpointError(f"{where}: expected a SAM state_dict (a dict of tensors with keys image_encoder.*, "
+        raise CheckpointError(f"{source}: expected a SAM state_dict (a dict of tensors with keys image_encoder.*, "
                               f"prompt_encoder.*, mask_decoder.*), got {type(state_dict).__name__}")
     own = module.state_dict()
     state: dict[str, torch.Tensor] = {}
-    mismatched: list[str] = []
     for key, value in state_dict.items():
         if key not in own or not isinstance(value, torch.Tensor):
             state[key] = value
@@ -104,62 +97,69 @@ def load_sam_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], 
                 value = _resize_pos_embed(value, want)
             elif key.endswith(("rel_pos_h", "rel_pos_w")) and value.ndim == 2 and value.shape[1] == want[1]:
                 value = _resize_rel_pos(value, want)
-        if value.shape != want:
-            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(want)}")
         state[key] = value
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    if strict and (missing or unexpected or mismatched):
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {_first(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_first(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es) (checkpoint vs model): {_first(mismatched, 3)}")
-        hparams = getattr(module, "hparams", None)
-        variant = hparams.get("variant") if isinstance(hparams, dict) else None
-        what = f"MVLocSAM(variant={variant!r})" if variant else type(module).__name__
-        raise CheckpointError(f"{where} does not fit {what}: " + "; ".join(parts)
-                              + " (expected the official SAM key layout image_encoder.*, prompt_encoder.*, "
-                                "mask_decoder.* of the same variant)")
-    bad = {m.split(" ")[0] for m in mismatched}
-    loadable = {k: v for k, v in state.items() if k in own and k not in bad}
+    return state
+
+
+def load_sam_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True,
+                        source: str | os.PathLike | None = None,
+                        resize_positional: bool = True) -> tuple[list[str], list[str]]:
+    """Load an official-layout SAM state dict held in memory into ``module`` (an :class:`MVLocSAM` or upstream
+    ``Sam``), e.g. reference weights stored in a test file; a weights *file* loads through the checkpoint store
+    (``MVLocSAM(weights=...)``). See :func:`sam_state_for` for the layout and resizing. Returns (missing,
+    unexpected) key lists; with ``strict`` a missing / unexpected key or a shape mismatch raises
+    :class:`zoo.core.hub.CheckpointError` naming the first few keys and ``source``.
+    """
+    from zoo.core.hub import fit_state
+
+    where = str(source) if source is not None else "SAM state_dict"
+    state = sam_state_for(module, state_dict, where, resize_positional)
+    hparams = getattr(module, "hparams", None)
+    variant = hparams.get("variant") if isinstance(hparams, dict) else None
+    what = f"MVLocSAM(variant={variant!r})" if variant else type(module).__name__
+    loadable = fit_state(module, state, f"{where} does not fit {what} (expected the official SAM key layout "
+                                        f"image_encoder.*, prompt_encoder.*, mask_decoder.* of the same variant)", strict=strict)
+    own = module.state_dict()
     module.load_state_dict(loadable, strict=False)
-    return missing, unexpected
+    return sorted(k for k in own if k not in state), sorted(k for k in state if k not in own)
 
 
-def _resolve_checkpoint(checkpoint: str, variant: str) -> Path:
-    """Local file of ``checkpoint``: a path, or a ``zoo://name`` registry entry (hash-checked by the hub)."""
+def check_weights(weights: str, variant: str) -> None:
+    """Fail early, before a large encoder is built, when ``weights`` names a file that is not there."""
     from zoo.core import hub
 
-    text = os.fspath(checkpoint)
-    if text.startswith("zoo://"):
-        return hub.resolve(text)
+    text = os.fspath(weights)
+    if text.startswith("zoo://") or text in hub.registry.index()["checkpoints"]:
+        name = text.removeprefix("zoo://")
+        ent = hub.registry.checkpoint_entry(name)
+        if not hub.checkpoint_path(name).exists():
+            raise FileNotFoundError(hub._missing_message(name, ent, hub.checkpoint_path(name)))
+        return
     path = Path(text).expanduser()
-    if path.is_file():
-        return path
+    if path.exists():
+        return
     if variant in SAM_FILES:
         fname = SAM_FILES[variant]
         what = f"SAM {variant.replace('_', '-').upper().replace('VIT', 'ViT')} weights ({fname})"
         origin = (f"the official segment-anything release, {SAM_URL}{fname} (Apache-2.0); or place it at "
                   f"$ZOO_HOME/checkpoints/sam-{variant.replace('_', '-')}/{fname} and pass "
-                  f"checkpoint='zoo://sam-{variant.replace('_', '-')}'")
+                  f"weights='zoo://sam-{variant.replace('_', '-')}'")
     else:
-        what = "tiny SAM weights (a state_dict saved from MVLocSAM(variant='tiny'))"
+        what = "tiny SAM weights (a state_dict or export saved from MVLocSAM(variant='tiny'))"
         origin = "a state_dict you saved from this class"
-    raise FileNotFoundError(f"MVLocSAM: checkpoint not found: {path}. Expected {what}; it comes from {origin}. "
+    raise FileNotFoundError(f"MVLocSAM: weights not found: {path}. Expected {what}; it comes from {origin}. "
                             f"Nothing is downloaded automatically.")
 
 
 @register("localizer", "mvloc_sam")
-class MVLocSAM(L.LightningModule):
+class MVLocSAM(Pretrained, Localizer, L.LightningModule):
     """SAM mask decoder prompted with one 256-d embedding per image (InteractVLM's MV-Loc localizer).
 
     Args:
         variant: encoder size: vit_b / vit_l / vit_h (segment-anything sizes) or tiny.
-        checkpoint: official SAM weights: a file path or ``zoo://sam-vit-h`` (resolved and
-            hash-checked by :mod:`zoo.core.hub`); None keeps the random initialisation.
+        weights: official SAM weights: ``zoo://sam-vit-h`` (a registry checkpoint, hash-checked)
+            or a file path; loaded after the modules are built (zoo.core.hub.Pretrained); None
+            keeps the random initialisation.
         image_size: encoder input size (images are resized to a square of this size);
             default 1024 for full variants, 128 for tiny.
         tiny_embed_dim, tiny_depth, tiny_patch, tiny_heads, tiny_window,
@@ -177,7 +177,7 @@ class MVLocSAM(L.LightningModule):
     def __init__(
         self,
         variant: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_h",
-        checkpoint: str | None = None,
+        weights: str | None = None,
         image_size: int | None = None,
         tiny_embed_dim: int = 64,
         tiny_depth: int = 2,
@@ -196,8 +196,11 @@ class MVLocSAM(L.LightningModule):
         if variant not in (*SAM_VARIANTS, "tiny"):
             raise ValueError(f"MVLocSAM: variant must be one of vit_b, vit_l, vit_h, tiny; got {variant!r}")
         self.save_hyperparameters()
-        # Resolve the weights first so a missing file fails before a large encoder is built.
-        ckpt_path = _resolve_checkpoint(checkpoint, variant) if checkpoint else None
+        if weights:
+            from zoo.core.hub import pretrained_skipped
+
+            if not pretrained_skipped():
+                check_weights(weights, variant)  # before a large encoder is built
         if variant == "tiny":
             size = int(image_size or 128)
             patch = int(tiny_patch)
@@ -213,7 +216,6 @@ class MVLocSAM(L.LightningModule):
         if encode_chunk_size is not None and encode_chunk_size < 1:
             raise ValueError(f"MVLocSAM: encode_chunk_size must be >= 1 or None, got {encode_chunk_size}")
         self.image_size = size
-        self.embed_dim = PROMPT_DIM
         grid = size // patch
         self.image_encoder = ImageEncoderViT(
             depth=int(enc["depth"]), embed_dim=int(enc["embed_dim"]), img_size=size, mlp_ratio=4,
@@ -231,15 +233,6 @@ class MVLocSAM(L.LightningModule):
         )
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-
-        if ckpt_path is not None:
-            try:
-                state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-                from zoo.core.hub import CheckpointError
-
-                raise CheckpointError(f"MVLocSAM: cannot read checkpoint {ckpt_path}: {exc}") from None
-            load_sam_state_dict(self, state, strict=True, source=ckpt_path)
 
         if freeze_image_encoder:
             self.image_encoder.requires_grad_(False)
@@ -260,6 +253,22 @@ class MVLocSAM(L.LightningModule):
         if self.hparams.freeze_prompt_encoder:
             self.prompt_encoder.eval()
         return self
+
+    # ------------------------------------------------------------------ weights
+    def convert_checkpoint(self, obj: Any, source: str) -> dict[str, torch.Tensor]:
+        """The official SAM layout (``sam_vit_*.pth``) made to fit this module (positional tables resized)."""
+        return sam_state_for(self, obj, source)
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def embed_dim(self) -> int:
+        """Width of a prompt and of the image embeddings (256 for SAM)."""
+        return PROMPT_DIM
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when the image encoder has no trainable parameter, so its embeddings may be cached."""
+        return not any(p.requires_grad for p in self.image_encoder.parameters())
 
     @property
     def embedding_size(self) -> tuple[int, int]:
