@@ -2,26 +2,23 @@
 metrics and figures are written, the export reloads with identical predictions, resume is exact."""
 import csv
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
+from zoo.core import recipe as R
+from zoo.core import run
 
-import train as train_tool  # noqa: E402
-
-HUMAN = ["trainer.log_every_n_steps=1", "data.batch_size=8", "system.renderer.image_size=64", "system.warmup_steps=2"]
-OBJECT = ["trainer.log_every_n_steps=1", "data.batch_size=8", "system.renderer.image_size=64", "system.warmup_steps=2"]
+FAST = ["trainer.log_every_n_steps=1", "data.batch_size=8", "system.surface.renderer.image_size=64",
+        "system.optim.warmup_steps=2"]
+HUMAN = OBJECT = FAST
 
 
 def _train(recipe, root, *args) -> Path:
-    os.environ["ZOO_RUN_DIR"] = ""
-    assert train_tool.main([f"recipe={recipe}", f"data.root={root}", *args]) == 0
-    return Path(os.environ["ZOO_RUN_DIR"])
+    res = run.train(R.load(recipe, [f"data.root={root}", *args]))
+    assert res.exit_code == 0
+    return res.run_dir
 
 
 def _losses(run: Path) -> list[float]:
@@ -73,7 +70,7 @@ def one_thread():
 def test_mvloc_human_resume_equals_uninterrupted(synth, in_tmp, one_thread, same_last_checkpoint):
     _, damon = synth
     base = [*HUMAN, "logger=none", "test=false", "export=false", "checkpoint.monitor=null", "data.max_samples=16",
-            "system.total_steps=20"]  # the same LR schedule in the short run that stands in for an interrupted one
+            "system.optim.total_steps=20"]  # the same LR schedule in the short run that stands in for an interrupted one
     full = _train("mvloc/synthetic_human", damon, *base, "trainer.max_epochs=2", "run.name=full")
     part = _train("mvloc/synthetic_human", damon, *base, "trainer.max_epochs=1", "run.name=part")
     resumed = _train("mvloc/synthetic_human", damon, *base, "trainer.max_epochs=2", f"resume={part}")
@@ -82,10 +79,10 @@ def test_mvloc_human_resume_equals_uninterrupted(synth, in_tmp, one_thread, same
 
 def test_mvloc_unknown_class_names_it(synth, in_tmp):
     _, damon = synth
-    os.environ["ZOO_RUN_DIR"] = ""
-    with pytest.raises(ValueError, match=r"batch\['object_name'\] has class '[a-z ]+', not in the prompt vocabulary \['chair'\]"):
-        train_tool.main(["recipe=mvloc/synthetic_human", f"data.root={damon}", *HUMAN, "logger=none",
-                         "system.classes=[chair]", "trainer.max_epochs=1"])
+    with pytest.raises(ValueError, match=r"MVLoc.training_step: batch\['object_name'\] has class '[a-z ]+', not in the "
+                                         r"prompt vocabulary \['chair'\] \(system.prompts.classes\)"):
+        _train("mvloc/synthetic_human", damon, *HUMAN, "logger=none", "system.prompts.classes=[chair]",
+               "trainer.max_epochs=1")
 
 
 def test_mvloc_object_fit_metrics_figures(synth_piad, in_tmp):
@@ -115,3 +112,44 @@ def test_mvloc_figures_reach_wandb(synth, in_tmp):
     media = sorted(p.name for p in (run / "wandb").glob("offline-run-*/files/media/images/test/*.png"))
     assert len(media) == 6, f"expected the 6 test figures as W&B images, found {media}"
     assert all(n.startswith("figures_") for n in media)
+
+
+def test_export_references_the_frozen_sam_encoder_instead_of_copying_it(synth, in_tmp):
+    """A localizer loaded from a weights file keeps its frozen encoders out of the export; zoo.load fetches them
+    again (hash-checked), and a missing file is named with where it was loaded from."""
+    import yaml
+
+    import zoo
+    from zoo.core import registry
+    from zoo.core.hub import check_safetensors
+
+    _, damon = synth
+    torch.manual_seed(5)
+    sam = registry.build("localizer", {"name": "mvloc_sam", "variant": "tiny", "image_size": 64})
+    weights = in_tmp / "tiny_sam.pth"
+    torch.save(sam.state_dict(), weights)
+    run_dir = _train("mvloc/synthetic_human", damon, *HUMAN, "logger=none", "trainer.max_epochs=1",
+                     "data.max_samples=16", f"system.localizer.weights={weights}", "system.localizer.image_size=64",
+                     "run.name=ref")
+    export = run_dir / "export"
+    frozen = yaml.safe_load((export / "config.yaml").read_text())["frozen"]
+    assert [f["module"] for f in frozen] == ["rll.localizer"] and frozen[0]["source"] == str(weights)
+    keys = set(frozen[0]["keys"])
+    sam_keys = set(sam.state_dict())
+    encoders = {k for k in sam_keys if k.startswith(("image_encoder.", "prompt_encoder."))}
+    unused_heads = {k for k in sam_keys if k.startswith(("mask_decoder.iou_prediction_head.",
+                                                         "mask_decoder.output_hypernetworks_mlps.1.",
+                                                         "mask_decoder.output_hypernetworks_mlps.2.",
+                                                         "mask_decoder.output_hypernetworks_mlps.3."))}
+    assert keys == encoders | unused_heads, "exactly the frozen tensors (encoders, unused decoder heads) are referenced"
+    stored = set(check_safetensors(export / "model.safetensors")) - {"__metadata__"}
+    assert not any(k.startswith(("rll.localizer.image_encoder.", "rll.localizer.prompt_encoder.")) for k in stored)
+    assert any(k.startswith("rll.localizer.mask_decoder.") for k in stored), "the trained decoder is in the export"
+    model = zoo.load(export)
+    ck = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ck[k]), k
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match=r"references its frozen part 'rll.localizer' \(localizer/mvloc_sam\) "
+                                                r"instead of storing it: .*tiny_sam.pth \(sha256 [0-9a-f]{64}\) is needed"):
+        zoo.load(export)

@@ -6,16 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from zoo.core.registry import build
 from zoo.models.heads.deco import ChannelAttention, CrossAttention, SegDecoder
-from zoo.systems.deco import DECO, TINY_DECO, deco_seg_bce, pixel_anchoring_render
+from zoo.systems.deco import DECO, deco_seg_bce, pixel_anchoring_render
 
 V = 40  # a small vertex count keeps the tests fast; the code path is the same as for 6890
+TINY = dict(backbone={"name": "timm", "model": "test_byobnet", "out_indices": [3], "out_channels": 64},
+            classifier_hidden=256, decoder_upsample=1, seg_loss_size=32,
+            optim={"name": "adam", "lr": 1e-3, "weight_decay": 0.0}, metrics=[{"name": "contact_prf"}])
 
 
 def small_deco(**kw):
-    """The tiny CPU configuration with a small vertex count."""
+    """A tiny CPU configuration with a small vertex count, built (and materialized) through the registry."""
     torch.manual_seed(0)
-    return DECO(**{**TINY_DECO, "num_vertices": V, **kw})
+    return build("system", {"name": "deco", **TINY, "num_vertices": V, **kw})
 
 
 def make_batch(B=4, S=64, s=16, seed=0):
@@ -123,12 +127,12 @@ def test_weights_scale_terms():
     m = small_deco(w_sem=0.0, w_part=2.0, w_cont=3.0)
     batch = make_batch(B=2)
     with torch.no_grad():
-        l = m.compute_losses(batch, m(batch["image"]))
-    torch.testing.assert_close(l["loss"], 2.0 * l["loss_part"] + 3.0 * l["loss_cont"])
+        terms = m.compute_losses(batch, m(batch["image"]))
+    torch.testing.assert_close(terms["loss"], 2.0 * terms["loss_part"] + 3.0 * terms["loss_cont"])
 
 
 def test_optimisation_reduces_loss():
-    m = small_deco(lr=1e-2, weight_decay=1e-4)
+    m = small_deco(optim={"name": "adam", "lr": 1e-2, "weight_decay": 1e-4})
     batch = make_batch(B=4)
     opt = m.configure_optimizers()
     assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 1e-2 and opt.defaults["weight_decay"] == 1e-4
@@ -151,7 +155,7 @@ def test_optimisation_reduces_loss():
 
 
 def test_backbone_swap_resnet_family():
-    m = small_deco(backbone="resnet18", backbone_out_indices=[2], feat_dim=32)
+    m = small_deco(backbone={"name": "timm", "model": "resnet18", "out_indices": [2], "out_channels": 32})
     assert m.encoder_sem.model.feature_info.channels() == [128]
     assert m.encoder_sem.proj.in_channels == 128 and m.encoder_sem.proj.out_channels == 32
     with torch.no_grad():
@@ -174,16 +178,17 @@ def test_batch_errors_name_the_key(model):
         model.validation_step(batch, 0)
     with pytest.raises(ValueError, match="loss weights must be >= 0"):
         small_deco(w_cont=-1.0)
-    with pytest.raises(ValueError, match="w_pal > 0 needs body_model_dir"):
+    with pytest.raises(ValueError, match=r"w_pal > 0 needs body_model \(a body_model sub-recipe"):
         small_deco(w_pal=1.0)
 
 
 def test_registry_builds_deco():
-    from zoo.core.registry import build, get
+    from zoo.core.registry import get
 
     assert get("system", "deco") is DECO
-    m = build("system", {"name": "deco", **TINY_DECO, "num_vertices": V})
-    assert m.hparams.num_vertices == V and m.hparams.backbone == "test_byobnet"
+    m = build("system", {"name": "deco", **TINY, "num_vertices": V})
+    assert m.hparams.num_vertices == V and m.hparams.backbone["model"] == "test_byobnet"
+    assert m.encoder_sem is not m.encoder_part and m.classif.classifier[0].in_features == 64  # feature width from the backbone
 
 
 def test_trainer_logs_losses_and_contact_metrics(tmp_path):
@@ -196,7 +201,7 @@ def test_trainer_logs_losses_and_contact_metrics(tmp_path):
     idx = np.arange(V)
     geo = (np.abs(idx[:, None] - idx[None, :]) * 0.01).astype(np.float32)
     np.save(tmp_path / "geo.npy", geo)
-    m = small_deco(geodesic_cache=str(tmp_path / "geo.npy"))
+    m = small_deco(metrics=[{"name": "contact_prf"}, {"name": "contact_geodesic", "geodesic": str(tmp_path / "geo.npy")}])
     batches = [make_batch(B=4, seed=i) for i in range(3)]
     loader = DataLoader(batches, batch_size=None)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -236,3 +241,16 @@ def test_pixel_anchoring_render_uses_first_vertex_of_visible_face():
     # gradient counts the covered pixels and reaches only vertex 1
     assert contact.grad[0, 1].item() == (img[0] > 0).sum().item()
     assert contact.grad[0, [0, 2, 3]].abs().sum().item() == 0.0
+
+
+def test_figures_draw_contact_on_the_body_model(tmp_path):
+    m = small_deco(num_vertices=6890, body_model={"name": "smpl", "model_dir": str(tmp_path / "bm"), "synthesize": True})
+    batch = make_batch(B=4)
+    batch["contact_label"] = torch.zeros(4, 6890)
+    batch["contact_label"][:, :100] = 1
+    figs = m.eval().figures(batch, n=3)
+    assert [name for name, _ in figs] == ["contact_0", "contact_1", "contact_2"]
+    img = figs[0][1]
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[1] > img.shape[0] >= 256  # predicted over GT rows
+    assert small_deco().figures(batch, n=3) == []  # no body model configured: no figures
+    assert not any(k.startswith("_body") for k in m.state_dict()), "body-model data must stay out of checkpoints"

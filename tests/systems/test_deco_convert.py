@@ -1,8 +1,12 @@
-"""Official DECO checkpoint -> zoo DECO: the official key layout is generated from the release's naming scheme."""
+"""Official DECO checkpoint -> zoo DECO through the checkpoint store's one load path; the official key layout
+is generated from the release's naming scheme, and the file is saved the way the release's trainer saves it
+(``f1`` as a numpy float64, optimiser states beside the weights)."""
+import numpy as np
 import pytest
 import torch
 
-from zoo.systems.deco_convert import check_state_dict, convert_official_deco, load_official_deco
+from zoo.core.hub import CheckpointError
+from zoo.systems.deco_convert import convert_official_deco, load_official_deco
 
 # The release's HRNet config (utils/hrnet.py get_cfg_defaults): layer1 = 4 Bottlenecks of 64
 # planes; stages of (modules, branches, blocks per branch), widths W * 2^branch.
@@ -93,14 +97,15 @@ def random_state(shapes, seed=0):
 def official(tmp_path_factory):
     sd = random_state(official_deco_shapes(16, SMALL_HRNET, hidden=32, n_vert=50))
     path = tmp_path_factory.mktemp("deco") / "deco_best.pth"
-    torch.save({"epoch": 12, "deco": sd, "f1": 0.55, "contact_optim": {"state": {}, "param_groups": []}}, path)
+    torch.save({"epoch": 12, "deco": sd, "f1": np.float64(0.55), "contact_optim": {"state": {}, "param_groups": []}},
+               path)
     return path, sd
 
 
 def test_release_hrnet_w32_layout_equals_timm_encoder():
     from zoo.models.backbone.timm_backbone import TimmBackbone
 
-    ours = {k: tuple(v.shape) for k, v in TimmBackbone("hrnet_w32").model.state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in TimmBackbone(model="hrnet_w32").model.state_dict().items()}
     theirs = {k: tuple(v) for k, v in official_hrnet_shapes(32, **OFFICIAL_HRNET).items()}
     assert set(theirs) - set(ours) == {"final_layer.weight", "final_layer.bias"}
     assert set(ours) <= set(theirs)
@@ -109,9 +114,10 @@ def test_release_hrnet_w32_layout_equals_timm_encoder():
 
 def test_load_official_round_trip(official):
     path, sd = official
-    model = load_official_deco(str(path), backbone="hrnet_w18_small")
+    model = load_official_deco(str(path), backbone={"model": "hrnet_w18_small"})
     hp = model.hparams
-    assert (hp.backbone, hp.feat_dim, hp.classifier_hidden, hp.num_vertices) == ("hrnet_w18_small", 240, 32, 50)
+    assert hp.backbone == {"name": "timm", "model": "hrnet_w18_small", "out_channels": 240}
+    assert (hp.classifier_hidden, hp.num_vertices) == (32, 50)
     assert model.official_meta == {"epoch": 12, "f1": 0.55}
     assert torch.equal(model.encoder_part.model.stage4[0].fuse_layers[3][0][2][0].weight,
                        sd["encoder_part.encoder.stage4.0.fuse_layers.3.0.2.0.weight"])
@@ -119,10 +125,22 @@ def test_load_official_round_trip(official):
     assert torch.equal(model.cross_att.cross_attn_1.value_conv.bias, sd["cross_att.cross_attn_1.value_conv.bias"])
     assert torch.equal(model.classif.classifier[2].weight, sd["classif.classifier.2.weight"])
     assert model.cross_att.cross_attn_2 is None
+    assert model._zoo_weights["path"] == str(path)  # loaded through zoo.core.hub.load_weights
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
     assert out["contact"].shape == (1, 50) and out["scene_logits"].shape == (1, 133, 64, 64)
+
+
+def test_recipe_weights_load_the_official_file(official):
+    from zoo.core.registry import build
+
+    path, sd = official
+    cfg = {"name": "deco", "backbone": {"name": "timm", "model": "hrnet_w18_small", "out_channels": 240},
+           "classifier_hidden": 32, "num_vertices": 50, "optim": {"name": "adam"}, "metrics": [],
+           "weights": str(path)}
+    model = build("system", cfg)  # built, then the official file converted and loaded
+    assert torch.equal(model.encoder_sem.model.conv1.weight, sd["encoder_sem.encoder.conv1.weight"])
 
 
 def test_unshared_cross_attention_keeps_second_block(official):
@@ -138,18 +156,15 @@ def test_errors_name_the_key(official, tmp_path):
     extra = dict(sd, **{"cross_att.gate.weight": torch.zeros(3)})
     with pytest.raises(KeyError, match=r"1 keys of the official checkpoint have no mapping: \['cross_att.gate.weight'\]"):
         convert_official_deco({"deco": extra})
-    missing = {k: v for k, v in sd.items() if k != "classif.classifier.0.bias"}
-    with pytest.raises(KeyError, match=r"missing 1 keys of the model: \['classif.classifier.0.bias'\]"):
-        load_official_deco(missing, backbone="hrnet_w18_small")
-    bad = dict(sd)
-    bad["decoder_part.upsample.4.weight"] = torch.zeros(27)
-    with pytest.raises(ValueError, match=r"decoder_part.upsample.4.weight: checkpoint \(27,\) vs model \(26,\)"):
-        load_official_deco(bad, backbone="hrnet_w18_small", num_part_classes=26)
+    missing = tmp_path / "missing.pth"
+    torch.save({"deco": {k: v for k, v in sd.items() if k != "classif.classifier.0.bias"}}, missing)
+    with pytest.raises(CheckpointError, match=r"missing.pth\) do not fit system/deco: missing 1 key\(s\): "
+                                              r"classif.classifier.0.bias$"):
+        load_official_deco(missing, backbone={"model": "hrnet_w18_small"})
+    bad = tmp_path / "bad.pth"
+    torch.save({"deco": dict(sd, **{"decoder_part.upsample.4.weight": torch.zeros(27)})}, bad)
+    with pytest.raises(CheckpointError, match=r"1 shape mismatch\(es\) \(file vs module\): "
+                                              r"decoder_part.upsample.4.weight \(27,\) vs \(26,\)"):
+        load_official_deco(bad, backbone={"model": "hrnet_w18_small"}, num_part_classes=26)
     with pytest.raises(FileNotFoundError, match="official DECO checkpoint not found: .*deco_best.pth"):
         load_official_deco(str(tmp_path / "deco_best.pth"))
-
-
-def test_check_state_dict_reports_extra_keys():
-    lin = torch.nn.Linear(2, 2)
-    with pytest.raises(KeyError, match=r"1 keys the model does not have: \['extra'\]"):
-        check_state_dict(lin, {**lin.state_dict(), "extra": torch.zeros(1)})

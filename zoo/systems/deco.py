@@ -26,36 +26,20 @@ stability (same loss values).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.core.batch import need
 from zoo.core.registry import register
-from zoo.models.backbone.timm_backbone import TimmBackbone
 from zoo.models.heads.deco import ContactClassifier, CrossAttention, SegDecoder
-from zoo.systems.common import BatchKeyError, EvalMetricsMixin, need
+from zoo.systems.base import System
+from zoo.systems.optim import Optim
 
-__all__ = ["DECO", "TINY_DECO", "BatchKeyError", "deco_seg_bce", "pixel_anchoring_render"]
-
-# The tiny CPU configuration (same code, small widths): timm's 0.1 M-parameter
-# `test_byobnet` at its 1/16 level (128 channels, projected to 64), a one-layer decoder and
-# a narrow classifier. Used by the demo recipe and the tests; `DECO(**TINY_DECO)`.
-# A 256x256 training step at batch 8 takes about 0.25 s on 2 idle CPU cores
-# (test_resnet, 0.49 GFLOP/image, about 0.5 s; resnet10t several seconds).
-TINY_DECO: dict[str, Any] = dict(
-    backbone="test_byobnet",
-    backbone_out_indices=[3],
-    feat_dim=64,
-    classifier_hidden=256,
-    decoder_upsample=1,
-    seg_loss_size=32,
-    lr=1e-3,
-    weight_decay=0.0,
-)
+__all__ = ["DECO", "deco_seg_bce", "pixel_anchoring_render"]
 
 
 def deco_seg_bce(logits: torch.Tensor, onehot: torch.Tensor, size: int | None = None) -> torch.Tensor:
@@ -81,7 +65,8 @@ def pixel_anchoring_render(contact: torch.Tensor, verts_cam: torch.Tensor, faces
     release's face texture does; gradients flow to ``contact`` only (the body is ground
     truth).
     """
-    from zoo.render.raster import project_opencv, rasterize
+    from zoo.render.cameras import project_opencv
+    from zoo.render.raster import rasterize
 
     out = []
     for b in range(contact.shape[0]):
@@ -98,15 +83,17 @@ def _need(batch: dict, key: str, where: str, expected: str) -> Any:
 
 
 @register("system", "deco")
-class DECO(EvalMetricsMixin, L.LightningModule):
+class DECO(System):
     """DECO contact estimator as a LightningModule (see module docstring).
 
     Args:
-        backbone: timm model name for both encoders ("hrnet_w32" as released;
-            "resnet50", "test_resnet", ... work too).
-        backbone_weights: local pretrained-weights file loaded into both encoders.
-        backbone_out_indices: timm feature levels to concatenate (None: all at stride >= 4).
-        feat_dim: encoder output width (480 for HRNet-W32; other widths get a 1x1 projection).
+        backbone: `backbone` sub-recipe used for both encoders (``{name: timm, model: hrnet_w32,
+            out_channels: 480}`` as released; ``system.backbone.model=resnet50`` swaps it). Its
+            ``out_channels`` is DECO's feature width.
+        optim: optimiser and schedule (zoo.systems.optim; DECO: Adam, lr 5e-5, weight decay 1e-4).
+        metrics: registered metrics fed (contact probabilities, labels), e.g. contact_prf and
+            contact_geodesic.
+        body_model: body-model sub-recipe for L_pal and the contact figures (None: neither).
         classifier_hidden: hidden width of the contact classifier (4096 released).
         num_vertices, num_scene_classes, num_part_classes: output sizes.
         decoder_upsample: stride-2 transposed convs per segmentation decoder (2 released).
@@ -114,19 +101,18 @@ class DECO(EvalMetricsMixin, L.LightningModule):
         w_sem, w_part, w_cont, w_pal: loss weights.
         seg_loss_size: compute L_sem/L_part at this square size (labels resized by nearest)
             instead of the label size; saves time in tiny configurations.
-        lr, weight_decay: Adam settings.
-        contact_threshold: probability at which a vertex counts as in contact (metrics).
-        geodesic_cache: .npy (V,V) geodesic matrix (metres) for the geodesic metric.
-        body_model_dir, body_model_type: body model for L_pal (and the geodesic matrix when
-            no cache is given).
+        weights: whole-model weights: the official ``deco_best.pth`` (converted on load) or a
+            zoo export / checkpoint of this system.
     """
+
+    subcomponents: ClassVar[dict[str, Any]] = {"backbone": "backbone", "body_model": "body_model", "metrics": "metric"}
 
     def __init__(
         self,
-        backbone: str = "hrnet_w32",
-        backbone_weights: str | None = None,
-        backbone_out_indices: list[int] | None = None,
-        feat_dim: int = 480,
+        backbone: dict,
+        optim: Optim | dict,
+        metrics: list[dict],
+        body_model: dict | None = None,
         classifier_hidden: int = 4096,
         num_vertices: int = 6890,
         num_scene_classes: int = 133,
@@ -138,72 +124,53 @@ class DECO(EvalMetricsMixin, L.LightningModule):
         w_cont: float = 1.0,
         w_pal: float = 0.0,
         seg_loss_size: int | None = None,
-        lr: float = 5e-5,
-        weight_decay: float = 1e-4,
-        contact_threshold: float = 0.5,
-        geodesic_cache: str | None = None,
-        body_model_dir: str | None = None,
-        body_model_type: str = "smpl",
+        weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if w_pal < 0 or w_sem < 0 or w_part < 0 or w_cont < 0:
             raise ValueError(f"DECO: loss weights must be >= 0, got w_sem={w_sem}, w_part={w_part}, "
                              f"w_cont={w_cont}, w_pal={w_pal}")
-        enc = dict(name=backbone, weights=backbone_weights, out_indices=backbone_out_indices, out_channels=feat_dim)
-        self.encoder_sem = TimmBackbone(**enc)
-        self.encoder_part = TimmBackbone(**enc)
-        self.decoder_sem = SegDecoder(feat_dim, num_scene_classes, decoder_upsample)
-        self.decoder_part = SegDecoder(feat_dim, num_part_classes, decoder_upsample)
-        self.cross_att = CrossAttention(feat_dim, shared=shared_cross_attn)
-        self.classif = ContactClassifier(feat_dim, classifier_hidden, num_vertices)
+        if w_pal > 0 and body_model is None:
+            raise ValueError("DECO: w_pal > 0 needs body_model (a body_model sub-recipe, e.g. "
+                             "{name: smpl, model_dir: data/body_models})")
 
-        from zoo.metrics.contact import ContactPRF
-
-        self.val_metric = ContactPRF(contact_threshold)
-        self.test_metric = ContactPRF(contact_threshold)
-        self.val_geo = self.test_geo = None
-        geo = self._geodesic_matrix()
-        if geo is not None:
-            from zoo.metrics.contact import GeodesicError
-
-            self.val_geo = GeodesicError(geo, contact_threshold)
-            self.test_geo = GeodesicError(geo, contact_threshold)
-        if w_pal > 0:
-            self._get_body_model()  # fail at construction, not at the first step
-
-    # ----------------------------------------------------------------- setup helpers
-    def _load_body_model(self) -> nn.Module:
+    def build(self) -> None:
+        """Two encoders, two segmentation decoders, cross attention and the classifier (the release's order)."""
         hp = self.hparams
-        if hp.body_model_dir is None:
-            raise ValueError("DECO: w_pal > 0 needs body_model_dir (the folder holding the SMPL model files, "
-                             "e.g. one written by tools/make_synthetic.py)")
-        from zoo.body.model import BodyModel
+        self.encoder_sem = self.build_part("backbone")
+        self.encoder_part = self.build_part("backbone")
+        feat = int(self.encoder_sem.out_channels)
+        self.decoder_sem = SegDecoder(feat, hp.num_scene_classes, hp.decoder_upsample)
+        self.decoder_part = SegDecoder(feat, hp.num_part_classes, hp.decoder_upsample)
+        self.cross_att = CrossAttention(feat, shared=hp.shared_cross_attn)
+        self.classif = ContactClassifier(feat, hp.classifier_hidden, hp.num_vertices)
 
-        return BodyModel(hp.body_model_dir, model_type=hp.body_model_type)
+    # ----------------------------------------------------------------- weights
+    @property
+    def weights_only_globals(self) -> tuple:
+        """The numpy scalar types the official checkpoint pickles (its ``f1``), allowed for torch.load."""
+        from zoo.systems.deco_convert import official_globals
 
-    def _geodesic_matrix(self) -> Any:
-        """The geodesic matrix for the metric: the cache file if it exists, else computed from the body model
-        (and written to ``geodesic_cache`` when that path is given), else None (metric off)."""
-        hp = self.hparams
-        if hp.geodesic_cache is not None and (os.path.isfile(hp.geodesic_cache) or hp.body_model_dir is None):
-            return hp.geodesic_cache  # GeodesicError loads and checks the file (and names it if missing)
-        if hp.body_model_dir is None:
-            return None
-        from zoo.body.mesh import geodesic_distances
+        return tuple(official_globals())
 
-        bm = self._get_body_model()
-        geo = geodesic_distances(bm.v_template.detach().cpu().numpy(), bm.faces.cpu().numpy())
-        if hp.geodesic_cache is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(hp.geodesic_cache)), exist_ok=True)
-            np.save(hp.geodesic_cache, geo)
-        return geo
+    def convert_checkpoint(self, obj: Any, source: str) -> dict[str, torch.Tensor]:
+        """The official ``deco_best.pth`` layout (``{"deco": state_dict, ...}``) mapped onto this module
+        (zoo.systems.deco_convert); a zoo state dict passes through."""
+        from zoo.systems.deco_convert import convert_official_deco, is_official_layout
 
-    def _get_body_model(self) -> nn.Module:
-        # kept out of the module tree (plain __dict__ entry) so the SMPL buffers never enter
-        # DECO's state_dict or checkpoints
+        if is_official_layout(obj):
+            return convert_official_deco(obj, shared_cross_attn=self.hparams.shared_cross_attn)
+        return super().convert_checkpoint(obj, source)
+
+    def body(self) -> nn.Module:
+        """The body model (built on first use; kept out of the module tree so SMPL data never enters a checkpoint)."""
         if self.__dict__.get("_body_model_obj") is None:
-            self.__dict__["_body_model_obj"] = self._load_body_model()
+            if self.hparams.body_model is None:
+                raise ValueError("DECO: no body_model configured")
+            from zoo.core.registry import build
+
+            self.__dict__["_body_model_obj"] = build("body_model", self.hparams.body_model)
         return self.__dict__["_body_model_obj"]
 
     # ----------------------------------------------------------------- model
@@ -254,7 +221,7 @@ class DECO(EvalMetricsMixin, L.LightningModule):
 
     def pixel_anchoring_loss(self, batch: dict, contact: torch.Tensor, where: str = "pixel_anchoring_loss") -> torch.Tensor:
         """L_pal: BCE between the rendered predicted contact on the posed GT body and the 2D contact mask."""
-        bm = self._get_body_model().to(contact.device)
+        bm = self.body().to(contact.device)
         mask = _need(batch, "contact_2d", where, "float (B,1,H,W) 2D contact mask")
         pose = _need(batch, "pose", where, "(B,72) SMPL pose")
         shape = _need(batch, "shape", where, "(B,10) SMPL betas")
@@ -276,28 +243,20 @@ class DECO(EvalMetricsMixin, L.LightningModule):
                 return contact.sum() * 0.0
         return F.binary_cross_entropy(rendered.clamp(0.0, 1.0), target)
 
-    # ----------------------------------------------------------------- lightning hooks
-    def _shared_step(self, batch: dict, stage: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        where = {"train": "training_step", "val": "validation_step"}.get(stage, f"{stage}_step")
+    # ----------------------------------------------------------------- system hooks
+    def step(self, batch: dict, stage: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Forward and losses of a batch."""
+        where = self.where(stage)
         image = _need(batch, "image", where, "float (B,3,H,W) ImageNet-normalised")
         out = self(image)
-        losses = self.compute_losses(batch, out, where=where)
-        on_step = stage == "train"
-        bs = image.shape[0]
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, on_step=on_step, on_epoch=not on_step,
-                 batch_size=bs, sync_dist=not on_step)
-        for k, v in losses.items():
-            if k != "loss":
-                self.log(f"{stage}/{k}", v, on_step=on_step, on_epoch=not on_step, batch_size=bs, sync_dist=not on_step)
-        return losses, out
+        return self.compute_losses(batch, out, where=where), out
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """One optimisation step's loss; logs train/loss and its terms."""
-        return self._shared_step(batch, "train")[0]["loss"]
+    def batch_size(self, batch: dict, out: Any) -> int:
+        """Images in the batch."""
+        return int(out["contact"].shape[0])
 
-    def eval_outputs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logs the stage's losses; (contact (B,V), contact_label) for val/precision, recall, f1 (and geodesic errors)."""
-        _, out = self._shared_step(batch, stage)
+    def metric_inputs(self, batch: dict, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(contact probabilities (B, V), contact_label (B, V)) for the contact metrics."""
         return out["contact"], batch["contact_label"]
 
     def predict_step(self, batch: dict | torch.Tensor, batch_idx: int = 0) -> torch.Tensor:
@@ -305,6 +264,24 @@ class DECO(EvalMetricsMixin, L.LightningModule):
         image = batch if isinstance(batch, torch.Tensor) else _need(batch, "image", "predict_step", "float (B,3,H,W)")
         return self(image)["contact"]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam(lr, weight_decay) over all parameters, as DECO."""
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    @torch.no_grad()
+    def figures(self, batch: dict, n: int = 3) -> list[tuple[str, np.ndarray]]:
+        """Predicted vs. ground-truth contact of the first ``n`` images on the template body, 4 views each
+        (none without a body model or labels)."""
+        if self.hparams.body_model is None or "contact_label" not in batch or "image" not in batch:
+            return []
+        from zoo.render.viz import contact_views_image
+
+        pred = self(batch["image"][:n])["contact"]
+        body = self.body()
+        verts = body()["vertices"][0].cpu().numpy()
+        faces = body.faces.cpu().numpy()
+        names = batch.get("imgname")
+        figs = []
+        for i in range(pred.shape[0]):
+            title = os.path.basename(str(names[i])) if names is not None else f"sample {i}"
+            img = contact_views_image(verts, faces, pred[i].float().cpu().numpy(),
+                                      batch["contact_label"][i].float().cpu().numpy(),
+                                      title=f"{title}: predicted (top) | ground truth (bottom)")
+            figs.append((f"contact_{i}", img))
+        return figs

@@ -10,6 +10,11 @@ cross-attention that the released forward uses, ``cross_attn_2`` (never called e
 Everything else must map one to one: unknown, missing or misshapen keys raise, naming them.
 
 Only the HRNet variant is supported (the release's Swin variant has another layout).
+
+Loading goes through the checkpoint store like every other weights file: ``DECO(weights=...)``
+(or ``system.weights=.../deco_best.pth`` in a recipe) reads the file with
+``torch.load(weights_only=True)`` and :meth:`zoo.systems.deco.DECO.convert_checkpoint` calls
+:func:`convert_official_deco`; :func:`load_official_deco` also reads the network sizes from the file.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["convert_official_deco", "load_official_deco", "read_official_deco", "check_state_dict"]
+__all__ = ["convert_official_deco", "load_official_deco", "read_official_deco", "is_official_layout",
+           "official_deco_kwargs", "official_globals"]
 
 # (pattern on the official key, replacement or None to drop, why)
 _RULES: list[tuple[str, str | None]] = [
@@ -33,6 +39,23 @@ _RULES: list[tuple[str, str | None]] = [
 ]
 
 
+def official_globals() -> list:
+    """The non-tensor types the release's checkpoint pickles, for torch.load(weights_only=True)."""
+    import numpy as np
+
+    # The release's trainer stores `f1` as a numpy float64 (see REFERENCE.md); allow exactly those types.
+    return [np._core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))]
+
+
+def is_official_layout(obj: Any) -> bool:
+    """Whether ``obj`` is the release's checkpoint dict (key ``deco``) or a state dict in its naming."""
+    if isinstance(obj, dict) and isinstance(obj.get("deco"), dict):
+        return True
+    return isinstance(obj, dict) and any(str(k).removeprefix("module.").startswith(("encoder_sem.encoder.",
+                                                                                      "encoder_part.encoder."))
+                                         for k in obj)
+
+
 def read_official_deco(path_or_state_dict: str | os.PathLike | dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The official DECO state dict and the checkpoint's metadata ({'epoch', 'f1'} where present)."""
     where = "state dict"
@@ -44,8 +67,8 @@ def read_official_deco(path_or_state_dict: str | os.PathLike | dict) -> tuple[di
                 f"official DECO checkpoint not found: {where} (deco_best.pth from the DECO release, "
                 "https://deco.is.tue.mpg.de, fetched by the repository's fetch_data.sh; place it there yourself)"
             )
-        # the release pickles only tensors, dicts and numbers, which weights_only accepts
-        obj = torch.load(where, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(official_globals()):
+            obj = torch.load(where, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise TypeError(f"{where}: expected a dict (checkpoint with key 'deco' or a state dict), got {type(obj).__name__}")
     meta: dict[str, Any] = {}
@@ -85,27 +108,15 @@ def convert_official_deco(path_or_state_dict: str | os.PathLike | dict, shared_c
     return out
 
 
-def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "converted DECO checkpoint") -> None:
-    """Raise if ``sd`` lacks a key of ``model``, has an extra key, or a shape differs (each named)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    extra = [k for k in sd if k not in own]
-    if missing:
-        raise KeyError(f"{source}: missing {len(missing)} keys of the model: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    if extra:
-        raise KeyError(f"{source}: {len(extra)} keys the model does not have: {extra[:10]}{' ...' if len(extra) > 10 else ''}")
-    bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"{source}: shape mismatch for {len(bad)} keys: {bad[:10]}")
-
-
-def _infer_kwargs(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """DECO constructor arguments implied by the official tensors' shapes."""
+def official_deco_kwargs(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """DECO constructor arguments implied by the official tensors' shapes (backbone width, feature width,
+    classifier width, class and vertex counts)."""
     kw: dict[str, Any] = {}
     w0 = sd.get("classif.classifier.0.weight")
     w2 = sd.get("classif.classifier.2.weight")
+    feat = None
     if w0 is not None:
-        kw["classifier_hidden"], kw["feat_dim"] = int(w0.shape[0]), int(w0.shape[1])
+        kw["classifier_hidden"], feat = int(w0.shape[0]), int(w0.shape[1])
     if w2 is not None:
         kw["num_vertices"] = int(w2.shape[0])
     for name, key in (("num_scene_classes", "decoder_sem"), ("num_part_classes", "decoder_part")):
@@ -113,27 +124,32 @@ def _infer_kwargs(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
         if t is not None:
             kw[name] = int(t.shape[0])
     t = sd.get("encoder_sem.encoder.transition1.0.0.weight")
-    if t is not None:
-        kw["backbone"] = f"hrnet_w{int(t.shape[0])}"
+    backbone: dict[str, Any] = {"name": "timm", "model": f"hrnet_w{int(t.shape[0])}" if t is not None else "hrnet_w32"}
+    if feat is not None:
+        backbone["out_channels"] = feat
+    kw["backbone"] = backbone
     return kw
 
 
-def load_official_deco(path: str | os.PathLike | dict, **deco_kwargs: Any):
-    """Build a :class:`DECO` and load the official checkpoint into it (strictly).
+def load_official_deco(path: str | os.PathLike, **deco_kwargs: Any):
+    """Build a :class:`DECO` sized like the official checkpoint at ``path`` and load it (strictly).
 
-    Sizes (backbone width, feat_dim, classifier_hidden, class and vertex counts) are read
-    from the checkpoint unless given in ``deco_kwargs``; other kwargs (loss weights, lr,
-    geodesic_cache, ...) pass through. The checkpoint's epoch and F1 are kept in
-    ``model.official_meta``.
+    Sizes are read from the file unless given in ``deco_kwargs`` (``backbone`` keys merge into the
+    inferred backbone sub-recipe); other kwargs (loss weights, optim, metrics, ...) pass through.
+    The weights load through the checkpoint store (``weights_only=True``, DECO.convert_checkpoint).
+    The checkpoint's epoch and F1 are kept in ``model.official_meta``.
     """
-    from zoo.systems.deco import DECO
+    from zoo.core import hub, registry
 
     sd, meta = read_official_deco(path)
-    kwargs = {**_infer_kwargs(sd), **deco_kwargs}
+    kwargs = official_deco_kwargs(sd)
+    backbone = {**kwargs["backbone"], **(deco_kwargs.pop("backbone", None) or {})}
+    kwargs.update(deco_kwargs, backbone=backbone)
     kwargs.setdefault("shared_cross_attn", True)
-    model = DECO(**kwargs)
-    converted = convert_official_deco(sd, shared_cross_attn=kwargs["shared_cross_attn"])
-    check_state_dict(model, converted, source=f"official DECO checkpoint {path if not isinstance(path, dict) else '(dict)'}")
-    model.load_state_dict(converted, strict=True)
-    model.official_meta = meta
+    kwargs.setdefault("optim", {"name": "adam", "lr": 5e-5, "weight_decay": 1e-4})
+    kwargs.setdefault("metrics", [{"name": "contact_prf", "threshold": 0.5}])
+    with hub.pretrained_disabled():
+        model = registry.build("system", {"name": "deco", **kwargs})
+    hub.load_weights(model, path)
+    model.official_meta = {k: (float(v) if k == "f1" else v) for k, v in meta.items()}
     return model

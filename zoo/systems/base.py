@@ -1,0 +1,166 @@
+"""The System base every method subclasses (DECO, MV-Loc, InteractVLM, ...).
+
+A system composes registered parts it receives as sub-recipes, and the base owns what every
+system repeats:
+
+* composition: :meth:`System.build_part` builds a sub-recipe through the registry (a kind, or a
+  :class:`zoo.core.registry.Parts` table listed in ``subcomponents``). Parts are created in
+  :meth:`System.build`, which ``configure_model`` calls once, inside the strategy's initialisation
+  context (so DeepSpeed / FSDP can shard large parts as they are created); then each part's
+  pretrained weights load, then the system's own ``weights`` (build first, load second);
+* the optimiser and LR schedule from the ``optim:`` sub-recipe (zoo.systems.optim);
+* evaluation metrics from the ``metrics:`` list of registered metrics, updated in validation / test
+  and logged per epoch as ``val/<key>`` / ``test/<key>`` (DDP-safe: computed on every rank);
+* loss logging (``train/<term>`` per step, ``val/<term>`` / ``test/<term>`` per epoch);
+* the ``figures(batch, n)`` hook the run loop's figure callback calls.
+
+A subclass implements :meth:`build`, :meth:`step` (batch -> losses and outputs),
+:meth:`metric_inputs` (what the metrics' ``update`` takes), ``predict_step`` and, if it draws any,
+:meth:`figures`; its constructor takes ``optim`` and ``metrics`` (and optionally ``weights``) and
+calls ``self.save_hyperparameters()``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from zoo.core import registry
+from zoo.core.hub import Pretrained
+from zoo.core.interfaces import System as SystemInterface
+from zoo.systems.optim import build_optimizers
+
+__all__ = ["System"]
+
+
+_WHERE = {"train": "training_step", "val": "validation_step", "test": "test_step", "predict": "predict_step"}
+
+
+class System(Pretrained, SystemInterface, L.LightningModule):
+    """Base LightningModule of every zoo system (see the module docstring)."""
+
+    subcomponents: ClassVar[dict[str, Any]] = {"metrics": "metric"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built = False
+
+    # ----------------------------------------------------------------- to implement
+    def build(self) -> None:
+        """Create the system's modules from its hyper-parameters (called once, by ``configure_model``)."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement build()")
+
+    def step(self, batch: dict, stage: str) -> tuple[dict[str, torch.Tensor], Any]:
+        """Forward and losses for ``stage`` (train / val / test): ({"loss": total, <term>: value, ...}, outputs)."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement step(batch, stage)")
+
+    def metric_inputs(self, batch: dict, out: Any) -> tuple:
+        """The positional arguments of every metric's ``update`` for a batch and its outputs."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement metric_inputs(batch, out)")
+
+    def figures(self, batch: dict, n: int = 3) -> list[tuple[str, Any]]:
+        """PNG-ready (name, uint8 (H, W, 3)) figures for the first ``n`` samples of a test batch ([]: none)."""
+        return []
+
+    def batch_size(self, batch: dict, out: Any) -> int:
+        """Samples in the batch (for logging): the first tensor's leading size."""
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.ndim > 0:
+                return int(v.shape[0])
+        return 1
+
+    @staticmethod
+    def where(stage: str) -> str:
+        """The Lightning hook name of a stage, for error messages."""
+        return _WHERE.get(stage, f"{stage}_step")
+
+    # ----------------------------------------------------------------- composition
+    def build_part(self, key: str, cfg: Any = None, **extra: Any) -> Any:
+        """Build hyper-parameter ``key`` (or ``cfg``) through the registry kind or Parts table that
+        ``subcomponents[key]`` names, and materialize it (its deferred modules, then its pretrained
+        weights). Call it from :meth:`build`, which runs inside ``configure_model``."""
+        kind = self.subcomponents[key]
+        return registry.build(kind, self.hparams[key] if cfg is None else cfg, materialize=True, **extra)
+
+    def configure_model(self) -> None:
+        """Create the metrics and the parts (once; parts load their pretrained weights as they are built),
+        then load the system's own ``weights`` if the recipe names any."""
+        if self._built:
+            return
+        self.val_metrics = nn.ModuleList([self.build_part("metrics", cfg) for cfg in self.hparams.metrics or []])
+        self.test_metrics = nn.ModuleList([self.build_part("metrics", cfg) for cfg in self.hparams.metrics or []])
+        self.build()
+        self._built = True
+        self.load_pretrained()
+
+    def pretrained_keys(self) -> set[str]:
+        """State keys a whole-system weights file must provide: all but those its parts loaded themselves."""
+        own = set(self.state_dict())
+        for prefix, mod in self.named_modules():
+            rec = mod.__dict__.get("_zoo_weights") if mod is not self else None
+            if rec:
+                own -= {f"{prefix}.{k}" for k in rec["keys"]}
+        return own
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        """Optimiser and schedule from the ``optim:`` sub-recipe (zoo.systems.optim)."""
+        return build_optimizers(self, self.hparams.optim)
+
+    def log_losses(self, losses: dict[str, torch.Tensor], stage: str, batch_size: int) -> None:
+        """``<stage>/<term>`` for every loss term: per step in training, per epoch (synced) otherwise."""
+        on_step = stage == "train"
+        for k, v in losses.items():
+            self.log(f"{stage}/{k}", v, prog_bar=(k == "loss"), on_step=on_step, on_epoch=not on_step,
+                     batch_size=batch_size, sync_dist=not on_step)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss; logs train/loss and its terms."""
+        losses, out = self.step(batch, "train")
+        self.log_losses(losses, "train", self.batch_size(batch, out))
+        return losses["loss"]
+
+    # ----------------------------------------------------------------- evaluation
+    def _metrics(self, stage: str) -> nn.ModuleList:
+        return self.val_metrics if stage == "val" else self.test_metrics
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        losses, out = self.step(batch, stage)
+        self.log_losses(losses, stage, self.batch_size(batch, out))
+        inputs = self.metric_inputs(batch, out)
+        for m in self._metrics(stage):
+            m.update(*inputs)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self._metrics(stage)
+        main = getattr(metrics[0], "main_key", None) if len(metrics) else None
+        logged: dict[str, str] = {}
+        for m in metrics:
+            # Computed on every rank (even one that saw no batch), so DDP's collective sync never hangs.
+            if m.update_count > 0 or self.trainer.world_size > 1:
+                for k, v in m.compute().items():
+                    key = f"{stage}/{k}"
+                    if key in logged:
+                        raise ValueError(f"{type(self).__qualname__}: metrics {logged[key]} and {type(m).__name__} "
+                                         f"both report '{k}'; keep one of them in system.metrics")
+                    logged[key] = type(m).__name__
+                    self.log(key, torch.as_tensor(v).float(), prog_bar=(k == main))
+            m.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Logs the val losses and accumulates the val metrics."""
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        """Logs the epoch's val metrics."""
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        """As validation_step, under test/."""
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """Logs the test metrics."""
+        self._eval_epoch_end("test")
