@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""The quick-start demo (`make demo`): synthetic body model + DAMON-format data, train and
-test DECO (recipe deco/synthetic) on CPU, compare with the best constant predictor, and
-draw predicted vs. ground-truth contact on the body.
+"""The quick-start demo (`make demo`): train and test DECO (recipe deco/synthetic) on the CPU, compare it
+with the best constant predictor, and draw predicted vs. ground-truth contact on the body.
 
-    python tools/demo.py [--data DIR] [--n N] [overrides for the recipe ...]
+The recipe writes what it needs first when it is missing (a synthetic body model in smplx's format
+and 700 synthetic DAMON-format samples, seeded), so this is the recipe's own first run:
+
+    python tools/demo.py [--data DIR] [--n N] [--threads T] [overrides for the recipe ...]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,6 +18,10 @@ from pathlib import Path
 import _cli  # noqa: F401  (puts the checkout on sys.path)
 
 RECIPE = "deco/synthetic"
+# Intra-op threads for the demo: the cores other processes leave idle. On an idle 2-core machine two
+# threads are 1.6x faster than one; with one other CPU-bound process, two threads are 1.3-1.9x slower than
+# one (docs/results.md, "Threads").
+DEMO_THREADS = "auto"
 
 
 def constant_baseline(root: Path) -> dict[str, float]:
@@ -37,44 +42,32 @@ def constant_baseline(root: Path) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     """Run the demo end to end; returns the exit code."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="data", help="where synthetic body models and data are written")
-    ap.add_argument("--n", type=int, default=700, help="number of synthetic DAMON samples")
+    ap.add_argument("--data", default="data", help="where the synthetic body models and data are (or get written)")
+    ap.add_argument("--n", type=int, default=700, help="number of synthetic DAMON samples written when none exist")
+    ap.add_argument("--threads", default=DEMO_THREADS, help="torch intra-op threads: a number or auto (run.threads)")
     args, overrides = ap.parse_known_args(argv)
     t0 = time.time()
     data = Path(args.data).resolve()
-    body_dir = data / "body_models"
     damon = data / "damon_synthetic"
-    os.environ.setdefault("ZOO_BODY_MODELS", str(body_dir))
+    os.environ.setdefault("ZOO_BODY_MODELS", str(data / "body_models"))
     os.environ.setdefault("WANDB_MODE", "offline")
 
-    from zoo.body.synthetic import write_synthetic_body_models
+    from zoo.core import recipe as R
+    from zoo.core import run
 
-    write_synthetic_body_models(body_dir)
-    if not (damon / "hot_dca_test.npz").is_file():
-        from zoo.data.synthetic_damon import cli as make_damon
-
-        print(f"[demo] writing {args.n} synthetic DAMON-format samples to {damon}")
-        if make_damon(["--n", str(args.n), "--out", str(damon), "--seed", "0", "--model-dir", str(body_dir)]):
-            return 1
-    print(f"[demo] data ready in {time.time() - t0:.0f}s; training {RECIPE}")
-
-    import train as train_tool
-
-    from zoo.core.run import RUN_DIR_ENV
-
-    os.environ.pop(RUN_DIR_ENV, None)
-    code = train_tool.main([f"recipe={RECIPE}", f"data.root={damon}", *overrides])
-    if code:
-        return code
-    run_dir = Path(os.environ[RUN_DIR_ENV])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rec = R.load(RECIPE, [f"data.root={damon}", f"data.synthesize.n={args.n}", f"run.threads={args.threads}",
+                          *overrides])
+    print(f"[demo] training {RECIPE} ({rec['trainer']['max_epochs']} epochs)", flush=True)
+    res = run.train(rec)
+    if res.exit_code:
+        return res.exit_code
     base = constant_baseline(damon)
-    figs = sorted((run_dir / "figures").glob("contact_test_*.png"))
-    f1 = metrics.get("test/f1", float("nan"))
+    figs = sorted((res.run_dir / "figures").glob("test_contact_*.png"))
+    f1 = res.metrics.get("test/f1", float("nan"))
     print(f"\n[demo] test F1 {f1:.3f} vs. best constant predictor {base['f1']:.3f} "
           f"(margin {f1 - base['f1']:+.3f}; target >= +0.15)")
     print(f"[demo] contact figures (predicted vs. ground truth, 4 views): {', '.join(map(str, figs)) or 'none'}")
-    print(f"[demo] metrics: {run_dir / 'metrics.json'}; exported model: {run_dir / 'export'}")
+    print(f"[demo] metrics: {res.run_dir / 'metrics.json'}; exported model: {res.export_dir}")
     print(f"[demo] total {time.time() - t0:.0f}s")
     return 0
 

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hoi-zoo`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command in CATALOG_COMMANDS:
