@@ -14,6 +14,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# The shared format checker (`check_formats.py damon|piad|smplx PATH`), beside the repository.
+CHECK_FORMATS = ROOT.parent / "shared" / "tools" / "check_formats.py"
+
+
+@pytest.fixture
+def check_formats():
+    """A function running the shared format checker on a path; returns its stdout after asserting it passed
+    ("0 problem(s)"). Tests using it skip, saying so, where the checker is not beside the repository."""
+    import subprocess
+
+    if not CHECK_FORMATS.is_file():
+        pytest.skip(f"the shared format checker is not at {CHECK_FORMATS}")
+
+    def run(kind: str, path) -> str:
+        r = subprocess.run([sys.executable, str(CHECK_FORMATS), kind, str(path)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and "0 problem(s)" in r.stdout, r.stdout + r.stderr
+        return r.stdout
+
+    return run
+
+
 @pytest.fixture
 def zoo_files(tmp_path, monkeypatch):
     """A function writing a registry.yaml and named recipes under tmp_path, pointing ZOO_REGISTRY / ZOO_RECIPES

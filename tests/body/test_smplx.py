@@ -2,9 +2,6 @@
 import contextlib
 import io
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +19,6 @@ from zoo.body.synthetic import (
     write_synthetic_body_models,
 )
 
-_ROOT = Path(__file__).resolve().parents[2]
-CHECKER = next((p for p in (_ROOT.parent / "shared" / "tools" / "check_formats.py",
-                            _ROOT / "shared" / "tools" / "check_formats.py") if p.is_file()),
-               _ROOT.parent / "shared" / "tools" / "check_formats.py")
 V, J = 10475, 55
 
 
@@ -40,13 +33,9 @@ def smplx_body(body_dir):
     return SMPLXBody(str(body_dir))
 
 
-@pytest.mark.skipif(not CHECKER.is_file(), reason=f"format checker not found at {CHECKER} (shared/tools)")
-def test_check_formats_passes(body_dir):
-    path = synthetic_model_paths(body_dir)["smplx_npz"]
-    res = subprocess.run([sys.executable, str(CHECKER), "smplx", str(path)], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "0 problem(s)" in res.stdout and "smplx builds it; 10475 vertices, 55 joints" in res.stdout
+def test_check_formats_passes(body_dir, check_formats):
+    out = check_formats("smplx", synthetic_model_paths(body_dir)["smplx_npz"])
+    assert "smplx builds it; 10475 vertices, 55 joints" in out
 
 
 def test_arrays(data, body_dir):

@@ -1,8 +1,6 @@
 """The synthetic body model: on-disk format, mesh topology, rig invariants."""
 import os
 import pickle
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,10 +11,6 @@ from zoo.body.skeleton import SMPL_PARENTS, SMPLH_PARENTS
 from zoo.body.synthetic import NUM_BETAS, cli, synthetic_model_paths, write_synthetic_body_models
 
 # The shared format checker, next to the checkout (../shared) or inside it (shared/).
-_ROOT = Path(__file__).resolve().parents[2]
-CHECKER = next((p for p in (_ROOT.parent / "shared" / "tools" / "check_formats.py",
-                            _ROOT / "shared" / "tools" / "check_formats.py") if p.is_file()),
-               _ROOT.parent / "shared" / "tools" / "check_formats.py")
 
 
 def _load(path):
@@ -27,14 +21,10 @@ def _load(path):
         return pickle.load(fh, encoding="latin1")
 
 
-@pytest.mark.skipif(not CHECKER.is_file(), reason=f"format checker not found at {CHECKER} (shared/tools)")
-def test_check_formats_passes(body_dir):
-    res = subprocess.run([sys.executable, str(CHECKER), "smplx", str(body_dir)], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "0 problem(s)" in res.stdout
-    assert res.stdout.count("smplx builds it; 6890 vertices") == 3
-    assert res.stdout.count("smplx builds it; 10475 vertices, 55 joints") == 1
+def test_check_formats_passes(body_dir, check_formats):
+    out = check_formats("smplx", body_dir)
+    assert out.count("smplx builds it; 6890 vertices") == 3
+    assert out.count("smplx builds it; 10475 vertices, 55 joints") == 1
 
 
 def test_files_and_shapes(body_dir):

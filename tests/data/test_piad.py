@@ -14,7 +14,6 @@ from zoo.data.piad import PiadDataModule, PiadDataset
 from zoo.data.sampling import PairSampler
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECK = Path("/work/shared/tools/check_formats.py")
 PY = sys.executable
 
 
@@ -123,11 +122,9 @@ def generated(tmp_path_factory):
     return out
 
 
-def test_generator_passes_check_formats(generated):
+def test_generator_passes_check_formats(generated, check_formats):
     for setting in ("Seen", "Unseen"):
-        r = subprocess.run([PY, str(CHECK), "piad", str(generated / setting)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stdout
-        assert "0 problem(s)" in r.stdout
+        check_formats("piad", generated / setting)
     # Unseen: test classes never appear in train
     train = (generated / "Unseen" / "Img_Train.txt").read_text()
     test = (generated / "Unseen" / "Img_Test.txt").read_text()

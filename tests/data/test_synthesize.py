@@ -1,6 +1,4 @@
 """DataModules with ``synthesize``: a recipe on synthetic data that finds none writes it, once, in the real format."""
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,15 +9,6 @@ from zoo.data.base import LOCK_NAME, synthesize_missing
 from zoo.data.damon import DamonDataModule
 from zoo.data.lemon import LemonDataModule
 from zoo.data.piad import PiadDataModule
-
-CHECK = Path(__file__).resolve().parents[2] / ".." / "shared" / "tools" / "check_formats.py"
-
-
-def _check_formats(kind: str, path: Path) -> None:
-    if not CHECK.is_file():
-        pytest.skip(f"check_formats.py not found at {CHECK.resolve()} (the shared format checker)")
-    r = subprocess.run([sys.executable, str(CHECK), kind, str(path)], capture_output=True, text=True)
-    assert r.returncode == 0 and "0 problem(s)" in r.stdout, r.stdout + r.stderr
 
 
 def _stamps(root: Path) -> dict[str, int]:
@@ -32,7 +21,7 @@ def body_models(tmp_path_factory):
     return tmp_path_factory.mktemp("body_models")
 
 
-def test_damon_writes_real_format_files_once(tmp_path, monkeypatch, capsys, body_models):
+def test_damon_writes_real_format_files_once(tmp_path, monkeypatch, capsys, body_models, check_formats):
     monkeypatch.setenv("ZOO_BODY_MODELS", str(body_models))
     root = tmp_path / "damon"
     dm = DamonDataModule(str(root), batch_size=2, image_size=32, seg_size=32,
@@ -45,7 +34,7 @@ def test_damon_writes_real_format_files_once(tmp_path, monkeypatch, capsys, body
         assert out[1:] == [f"[body] no SMPL model under {body_models}: writing the synthetic stand-in body models "
                            f"there"]
     assert (body_models / "smpl" / "SMPL_NEUTRAL.pkl").is_file()
-    _check_formats("damon", root)
+    check_formats("damon", root)
     stamps = _stamps(root)
     dm.setup()  # after prepare_data: nothing more to write
     assert len(dm.train_set) + len(dm.val_set) == 5 and len(dm.test_set) == 1
@@ -55,7 +44,7 @@ def test_damon_writes_real_format_files_once(tmp_path, monkeypatch, capsys, body
     assert _stamps(root) == stamps
 
 
-def test_piad_setup_without_trainer_writes_the_setting(tmp_path, capsys):
+def test_piad_setup_without_trainer_writes_the_setting(tmp_path, capsys, check_formats):
     root = tmp_path / "piad"
     syn = {"n_objects": 22, "n_images": 22, "image_size": 32, "seed": 1}
     dm = PiadDataModule(str(root), batch_size=2, image_size=32, num_points=64, synthesize=syn)
@@ -63,7 +52,7 @@ def test_piad_setup_without_trainer_writes_the_setting(tmp_path, capsys):
     assert capsys.readouterr().out == (f"[piad] no PIAD Seen lists under {root}: writing a synthetic PIAD-format set "
                                        f"there with seed 1 (n_objects=22, n_images=22, image_size=32, "
                                        f"settings=['Seen'])\n")
-    _check_formats("piad", root / "Seen")
+    check_formats("piad", root / "Seen")
     assert len(dm.train_set) > 0 and dm.train_set[0]["points"].shape == (64, 3)
     stamps = _stamps(root)
     dm.setup("test")  # the same module again: checked once, not again
