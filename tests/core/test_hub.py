@@ -397,3 +397,14 @@ def test_export_with_a_frozen_part_missing_from_the_store(store_encoder, tmp_pat
                           f"expected {file}. Source: https://example.org/hub-enc (place it here).")
     x = torch.randn(2, 4)
     torch.testing.assert_close(hub.load(solo)(x), comp(x), rtol=0, atol=0)
+
+
+def test_export_of_another_shape_is_a_clear_error(hub_env, tmp_path):
+    out = hub.export(_model(width=6), tmp_path / "w6")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["hparams"]["width"] = 5  # the config now rebuilds a narrower net than the tensors
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(hub.CheckpointError, match=r"state_dict in .*model.safetensors does not fit TiedNet: "
+                                                  r"5 shape mismatch\(es\) \(file vs module\): embed.weight \(11, 6\) "
+                                                  r"vs \(11, 5\)"):
+        hub.load(out)

@@ -541,8 +541,8 @@ def fit_state(module: Any, state: dict, problem: str, need: set[str] | None = No
     (default: every key of the module) that is absent, an unknown key or a shape mismatch raises
     CheckpointError: ``problem`` followed by the first offending keys of each sort."""
     own = module.state_dict()
-    need = need or set(own)
-    missing = sorted(k for k in need if k not in state)
+    need = need if need is not None else set(own)
+    missing = [k for k in own if k in need and k not in state] + sorted(k for k in need - set(own) if k not in state)
     unexpected = sorted(k for k in state if k not in own)
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                   if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
@@ -569,16 +569,14 @@ def _build(kind: str, name: str, hparams: dict, source: Path) -> Any:
 
 
 def _apply_state(model: Any, state: dict, strict: bool, source: Path, allowed_missing: set[str] = frozenset()) -> None:
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in allowed_missing]
-    unexpected = list(result.unexpected_keys)
-    if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {_first(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_first(unexpected)}")
-        raise CheckpointError(f"state_dict in {source} does not fit {type(model).__qualname__}: " + "; ".join(parts))
+    """Load ``state`` into ``model`` through :func:`fit_state` (every key but ``allowed_missing`` required);
+    with ``strict=False`` what does not fit is skipped with a warning."""
+    own = model.state_dict()
+    need = {k for k in own if k not in allowed_missing}
+    model.load_state_dict(fit_state(model, state, f"state_dict in {source} does not fit {type(model).__qualname__}",
+                                    need, strict), strict=False)
+    missing = [k for k in own if k in need and k not in state]
+    unexpected = [k for k in state if k not in own]
     if not strict and (missing or unexpected):
         import warnings
 

@@ -86,9 +86,9 @@ class MVLoc(System):
 
     def _bind_from_datamodule(self) -> None:
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        classes = getattr(dm, "classes", None)
         if dm is None:
             return  # bound when training starts, or from a checkpoint's hyper-parameters
+        classes = getattr(dm, "classes", None)
         if not classes:
             raise ValueError(f"MVLoc: prompts.classes is null and prompts.key={self.hparams.prompts.get('key')!r}, but the "
                              f"DataModule ({type(dm).__name__}) exposes no 'classes' list; list the classes in the recipe "

@@ -49,6 +49,7 @@ class Surface(nn.Module):
                              f"Lift: it lacks {', '.join(missing)} (a fixed-view renderer with lift maps, e.g. multiview)")
         self.label_key = label_key
         self.owner = type(self).__name__
+        self._cache: dict[str, Any] = {}  # renders, lift maps, embeddings: rebuilt when cleared
 
     @property
     def num_views(self) -> int:
@@ -96,7 +97,6 @@ class BodySurface(Surface):
         super().__init__(renderer, label_key)
         self.body_model_cfg = dict(body_model)
         self.hip_deg = float(hip_deg)
-        self._cache: dict[str, Any] = {}
 
     def body(self) -> nn.Module:
         """The body model (built on first use)."""
@@ -180,7 +180,6 @@ class CloudSurface(Surface):
         self.points_key = points_key
         self.id_key = id_key
         self.cache_renders = bool(cache_renders)
-        self._cache: dict[str, Any] = {}
 
     def batch_size(self, batch: dict, where: str) -> int:
         """Samples in the batch (from the clouds)."""
