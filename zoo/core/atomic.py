@@ -5,18 +5,26 @@ never see a half-written checkpoint or config: everything is written to a
 temporary file in the destination directory, flushed to disk, then moved over
 the target with ``os.replace`` (atomic on POSIX and Windows within one
 filesystem). Dependency-free on purpose: ``zoo.core`` imports nothing else.
+
+A temporary file is named ``.<target>.zoo<pid>@<host>.<random>.tmp``: a writer killed with
+SIGKILL (or a power cut) cannot remove it, but the name says whose it was, so
+:func:`clean_stale_temporaries` can remove the files of processes that no longer exist.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_image", "sha256_file"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_image", "sha256_file",
+           "clean_stale_temporaries"]
 
 _CHUNK = 1 << 20
 
@@ -38,6 +46,53 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+_TMP_NAME = re.compile(r"^\.(?P<target>.+)\.zoo(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)\.[^.]+\.tmp$")
+_LEGACY_TMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # before the pid was in the name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
+
+
+def clean_stale_temporaries(directory: str | os.PathLike, depth: int = 3, legacy_age_s: float = 86400.0) -> list[Path]:
+    """Remove the temporary files of atomic writes whose writer is dead; returns the removed paths.
+
+    Looks in ``directory`` and its sub-folders down to ``depth`` levels. A file written by a
+    process of this host that no longer runs is removed; files of live processes and of other
+    hosts (a shared filesystem) are kept. Temporaries named before the writer's pid was
+    recorded are removed once older than ``legacy_age_s`` seconds.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    host, now, removed = _host(), time.time(), []
+    for level in range(depth + 1):
+        pattern = "/".join(["*"] * level + [".*.tmp"])
+        for f in root.glob(pattern):
+            m = _TMP_NAME.match(f.name)
+            try:
+                if m:
+                    stale = m["host"] == host and not _alive(int(m["pid"]))
+                else:
+                    stale = bool(_LEGACY_TMP_NAME.match(f.name)) and now - f.stat().st_mtime > legacy_age_s
+                if stale and f.is_file():
+                    f.unlink()
+                    removed.append(f)
+            except FileNotFoundError:
+                continue  # removed by someone else meanwhile
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on normal exit it is fsynced and moved onto ``path``.
@@ -48,7 +103,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.zoo{os.getpid()}@{_host()}.", suffix=".tmp",
+                                    dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes the file private (0600); the target gets the mode a plain open() would give it.
@@ -59,6 +115,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"atomic write of {target}: the writer did not create {tmp}")
+        # again after the writer: some (safetensors' save_file) replace the file mkstemp made, mode and all
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
