@@ -208,6 +208,76 @@ def test_sha_mismatch_names_file_expected_actual(hub_env, tmp_path):
     assert rep["size"] == len(data) and "sha256 mismatch" in rep["error"]
 
 
+def _lightning_ckpt(path, seed=0):
+    m = _model(seed, width=4)
+    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams),
+                "zoo": {"kind": "backbone", "name": "hub_test_tied"}}, path)
+    return path
+
+
+def test_verify_fails_what_is_neither_a_torch_zip_nor_safetensors(hub_env, tmp_path):
+    import random
+    import zipfile
+
+    good = _lightning_ckpt(tmp_path / "good.ckpt")
+    rep = hub.verify(good)
+    assert rep["ok"] is True and rep["error"] is None and rep["sha256"] == sha256_file(good)
+    # 100 KB of random bytes used to pass as "legacy pickle, no recorded hash"
+    noise = tmp_path / "noise.ckpt"
+    noise.write_bytes(random.Random(0).randbytes(100_000))
+    rep = hub.verify(noise)
+    assert rep["ok"] is False and rep["sha256"] is None
+    assert rep["error"] == (f"not a torch zip checkpoint nor safetensors: {noise} (its first bytes match neither "
+                            f"format); legacy pickle files cannot be verified; re-save with torch.save (zip format, "
+                            f"the default) or export it with zoo.core.hub.export")
+    # a real checkpoint cut in half: starts like a zip archive, has no central directory
+    half = tmp_path / "half.ckpt"
+    data = good.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    rep = hub.verify(half)
+    assert rep["ok"] is False
+    assert rep["error"] == (f"not a valid torch zip checkpoint: {half} starts like a zip archive (torch.save format) "
+                            f"but its central directory is missing (truncated or incomplete copy?)")
+    with pytest.raises(hub.CheckpointError, match=re.escape(rep["error"])):
+        hub.load(half)  # loading says the same, before torch sees the file
+    # a legacy (non-zip) torch file: torch.load may read it, but nothing can verify it
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(torch.load(good, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    rep = hub.verify(legacy)
+    assert rep["ok"] is False and "(it looks like a legacy pickle file); legacy pickle files cannot be verified" \
+        in rep["error"]
+    # a zip archive that torch.save did not write
+    other = tmp_path / "other.ckpt"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("notes.txt", "hello")
+    rep = hub.verify(other)
+    assert rep["ok"] is False and rep["error"] == (f"not a torch zip checkpoint: {other} is a zip archive without "
+                                                   f"the <name>/data.pkl member torch.save writes")
+    # safetensors content under another name is verified as safetensors
+    out = hub.export(_model(), tmp_path / "exp")
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes((out / "model.safetensors").read_bytes())
+    assert hub.verify(renamed)["ok"] is True
+    renamed.write_bytes((out / "model.safetensors").read_bytes()[:-3])
+    assert "truncated safetensors file" in hub.verify(renamed)["error"]
+
+
+def test_verify_catches_a_corrupt_member_of_a_torch_zip(hub_env, tmp_path):
+    good = _lightning_ckpt(tmp_path / "good.ckpt")
+    import zipfile
+
+    with zipfile.ZipFile(good) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("data.pkl"))
+    data = bytearray(good.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the member's stored bytes (torch does not compress)
+    data[start + info.compress_size // 2] ^= 0xFF
+    good.write_bytes(bytes(data))
+    rep = hub.verify(good)
+    assert rep["ok"] is False and re.fullmatch(rf"corrupt checkpoint archive {re.escape(str(good))}: member '.*' "
+                                               rf"fails its CRC check", rep["error"]), rep["error"]
+
+
 def test_named_checkpoint_missing_message(hub_env):
     reg, home = hub_env
     expected = home / "checkpoints" / "hub-missing" / "missing.safetensors"

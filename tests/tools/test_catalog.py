@@ -201,6 +201,38 @@ def test_verify_exit_codes(cli_env, monkeypatch):
     assert r.returncode == 1 and "unknown checkpoint 'cli-ckpd'; closest: cli-ckpt" in r.stderr
 
 
+def test_verify_fails_random_bytes_and_a_truncated_ckpt(cli_env):
+    """Both used to print OK (exit 0) as "legacy pickle, no recorded hash"."""
+    import random
+
+    import torch
+
+    env, tmp = cli_env
+    good = tmp / "good.ckpt"
+    torch.save({"state_dict": torch.nn.Linear(64, 64).state_dict(), "zoo": {"kind": "backbone",
+                                                                         "name": "cli_test_net"}}, good)
+    r = run(env, "verify", str(good))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"OK {good}" and "(no recorded hash to compare)" in r.stdout
+    noise = tmp / "noise.ckpt"
+    noise.write_bytes(random.Random(1).randbytes(100_000))
+    r = run(env, "verify", str(noise))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"FAILED {noise}",
+                                     f"  not a torch zip checkpoint nor safetensors: {noise} (its first bytes match "
+                                     f"neither format); legacy pickle files cannot be verified; re-save with "
+                                     f"torch.save (zip format, the default) or export it with zoo.core.hub.export"]
+    half = tmp / "half.ckpt"
+    data = good.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    r = run(env, "verify", str(half))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"FAILED {half}",
+                                     f"  not a valid torch zip checkpoint: {half} starts like a zip archive "
+                                     f"(torch.save format) but its central directory is missing (truncated or "
+                                     f"incomplete copy?)"]
+
+
 def test_docs_generate_deterministic_and_check_detects_stale(cli_env):
     env, tmp = cli_env
     out = tmp / "docs" / "reference.md"

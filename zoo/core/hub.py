@@ -23,7 +23,8 @@ FileNotFoundError saying what it is, where it is expected, where it comes from a
 Every file is checked before it is deserialised: the safetensors header must be well formed and
 cover the file exactly (this catches truncated copies), and its SHA-256 must match the hash
 recorded in config.yaml and, for named checkpoints, in registry.yaml. ``torch.load`` runs with
-``weights_only=True`` for weight files.
+``weights_only=True``: a file that holds other objects is refused (naming the object) unless the caller
+passes ``trust=True``, which unpickles it in full after a warning (that runs any code the file contains).
 
 torch and safetensors are imported lazily, so ``verify`` of a safetensors file and the catalog
 stay light.
@@ -35,6 +36,7 @@ import contextvars
 import inspect
 import json
 import os
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -304,17 +306,65 @@ def check_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     return header
 
 
-def _check_torch_zip(path: Path) -> None:
-    """torch.save files are zip archives: check every member's CRC so truncation or bit rot is caught."""
+_ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header
+_PICKLE_PROTO = 0x80  # the first byte of a pickle written with protocol 2 or later
+
+
+def _head(path: Path, n: int = 16) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _check_torch_zip(path: Path, require: bool = False) -> None:
+    """torch.save files are zip archives: check every member's CRC so truncation or bit rot is caught.
+
+    A file that starts like a zip archive but has no central directory (a truncated copy) is an error.
+    Any other non-zip file is accepted as a legacy pickle (torch.load reports what is wrong with it)
+    unless ``require``, which also insists on torch.save's layout (a ``data.pkl`` member)."""
     if not zipfile.is_zipfile(path):
+        if _head(path, 4) == _ZIP_MAGIC:
+            raise CheckpointError(f"not a valid torch zip checkpoint: {path} starts like a zip archive (torch.save "
+                                  f"format) but its central directory is missing (truncated or incomplete copy?)")
+        if require:
+            raise CheckpointError(f"not a torch zip checkpoint: {path} is not a zip archive")
         return  # legacy pickle format: nothing cheap to check, torch.load will report
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise CheckpointError(f"corrupt checkpoint archive {path}: {exc}") from None
     if bad is not None:
         raise CheckpointError(f"corrupt checkpoint archive {path}: member '{bad}' fails its CRC check")
+    if require and not any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names):
+        raise CheckpointError(f"not a torch zip checkpoint: {path} is a zip archive without the <name>/data.pkl "
+                              f"member torch.save writes")
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts like a safetensors file: a plausible header length, then a JSON object."""
+    head = _head(path, 9)
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= _MAX_HEADER and head[8:9] == b"{"
+
+
+def _check_verifiable(path: Path) -> None:
+    """A file to verify must be a torch zip checkpoint (every member's CRC checked) or a safetensors file
+    (structure checked); anything else, legacy pickles included, is an error saying what it is not."""
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        check_safetensors(path)
+        return
+    if zipfile.is_zipfile(path) or _head(path, 4) == _ZIP_MAGIC:
+        _check_torch_zip(path, require=True)
+        return
+    head = _head(path, 1)
+    what = ("it looks like a legacy pickle file" if head and head[0] == _PICKLE_PROTO
+            else "its first bytes match neither format" if head else "it is empty")
+    raise CheckpointError(f"not a torch zip checkpoint nor safetensors: {path} ({what}); legacy pickle files cannot "
+                          f"be verified; re-save with torch.save (zip format, the default) or export it with "
+                          f"zoo.core.hub.export")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -474,37 +524,30 @@ def _locate_weights(source: str) -> tuple[Path, str | None, str]:
     return resolve(name), _norm_hash(ent.get("sha256")), f"zoo://{name}"
 
 
-def _read_weights(path: Path, safe_globals: tuple = ()) -> Any:
+def _read_weights(path: Path, safe_globals: tuple = (), trust: bool = False, owner: str = "") -> Any:
     """What a weights file holds: a state dict for safetensors / exports / Lightning checkpoints, else the
-    object ``torch.load(weights_only=True)`` returns (never a full unpickle)."""
+    object ``torch.load(weights_only=True)`` returns (a full unpickle only with ``trust``, see
+    :func:`_torch_load`). ``owner`` names the component whose ``weights_only_globals`` may allow more types."""
     if path.is_dir():
         path = path / WEIGHTS
     if path.suffix == ".safetensors":
         check_safetensors(path)
         return _load_safetensors_state(path)
-    import torch
-
-    _check_torch_zip(path)
-    try:
-        if safe_globals:
-            with torch.serialization.safe_globals(list(safe_globals)):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised naming the file
-        raise CheckpointError(f"cannot read weights file {path} with torch.load(weights_only=True): {exc}") from None
+    hint = f"list the type in {owner}.weights_only_globals" if owner else ""
+    obj = _torch_load(path, "weights file", trust=trust, safe_globals=safe_globals, hint=hint)
     if path.suffix == ".ckpt" and isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return obj["state_dict"]
     return obj
 
 
 def load_weights(module: Any, source: str | os.PathLike, *, strict: bool = True,
-                 expected_sha256: str | None = None) -> dict[str, Any]:
+                 expected_sha256: str | None = None, trust: bool = False) -> dict[str, Any]:
     """Load the weights file ``source`` (registry name or path) into the built ``module``.
 
     The file is hash-checked (registry.yaml's sha256 for named checkpoints, ``expected_sha256``
     when given), read without unpickling arbitrary objects, converted by the module's
-    ``convert_checkpoint`` (when it has one) and loaded. With ``strict`` every key the module's
+    ``convert_checkpoint`` (when it has one) and loaded. Only with ``trust`` may a torch file that holds
+    objects ``weights_only`` refuses be unpickled in full (it can run any code it contains). With ``strict`` every key the module's
     ``pretrained_keys()`` (default: all of its state) names must be present with the right shape and
     nothing unknown may be left over; the error names the file and the first offending keys.
     Returns, and records on the module as ``_zoo_weights``, {source, path, sha256, keys, buffers}.
@@ -516,7 +559,8 @@ def load_weights(module: Any, source: str | os.PathLike, *, strict: bool = True,
         if exp is not None and sha != exp:
             raise CheckpointError(f"sha256 mismatch for {path} ({who}): expected {exp} ({by}), got {sha} "
                                   f"(the file is corrupt, partially copied, or a different version)")
-    obj = _read_weights(path, tuple(getattr(module, "weights_only_globals", ()) or ()))
+    obj = _read_weights(path, tuple(getattr(module, "weights_only_globals", ()) or ()), trust=trust,
+                        owner=type(module).__qualname__)
     convert = getattr(module, "convert_checkpoint", None)
     state = convert(obj, who) if callable(convert) else Pretrained.convert_checkpoint(module, obj, who)
     need_fn = getattr(module, "pretrained_keys", None)
@@ -597,23 +641,69 @@ def _load_safetensors_state(path: Path) -> dict:
     return state
 
 
-def _torch_load(path: Path) -> Any:
+TRUST_HINT = ("if you trust this file, and only then, pass trust=true on the command line or "
+              "zoo.load(..., trust=True) in Python to unpickle it in full (that runs any code it contains)")
+
+
+def _refused_object(message: str) -> str | None:
+    """The global or type that torch's weights-only unpickler refused, from its error message; None when the
+    message is about something else (a corrupt or truncated pickle)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return found.group(1).rstrip(".")
+    if re.search(r"Can only (build|create new object)|unrecognized function", message):
+        found = re.search(r"<(?:class|function|built-in function) '?([\w.]+)'?", message)
+        return found.group(1) if found else message.strip().splitlines()[-1]
+    return None
+
+
+def _torch_detail(exc: BaseException) -> str:
+    """The informative part of a torch.load error (torch wraps it in paragraphs of general advice)."""
+    message = str(exc).strip()
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", message, re.S)
+    if found:
+        return " ".join(found.group(1).split())
+    if not message:
+        return f"{type(exc).__name__} (the file ends early: truncated?)" if isinstance(exc, EOFError) \
+            else type(exc).__name__
+    return message.splitlines()[0]
+
+
+def _torch_load(path: Path, what: str = "checkpoint", trust: bool = False, safe_globals: tuple = (),
+                hint: str = "") -> Any:
+    """``torch.load`` of ``path`` with ``weights_only=True``; never a full unpickle unless ``trust``.
+
+    When the weights-only unpickler refuses an object, the error names the file and the refused global and
+    says how to allow a full unpickle (``hint`` adds another way, e.g. a component's weights_only_globals).
+    With ``trust`` such a file is unpickled in full after a warning on stderr naming it."""
+    import pickle
+    import sys
+
     import torch
 
     _check_torch_zip(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # noqa: BLE001 - decide below whether to retry
-        import pickle
-
-        if not isinstance(first, pickle.UnpicklingError):
-            raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
-    # Lightning checkpoints from other tools may hold objects weights_only refuses
-    # (e.g. AttributeDict hparams). Only files the user named reach this line.
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first: BaseException = exc
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the file
+        raise CheckpointError(f"cannot read {what} {path} with torch.load(weights_only=True): "
+                              f"{_torch_detail(exc)} (the file is truncated, corrupt or not a torch file)") from None
+    refused = _refused_object(str(first))
+    if not trust:
+        how = TRUST_HINT + (f"; or {hint}" if hint else "")
+        if refused is not None:
+            raise CheckpointError(f"cannot read {what} {path} with torch.load(weights_only=True): the file holds "
+                                  f"objects weights_only refuses (torch refused {refused}); {how}") from None
+        raise CheckpointError(f"cannot read {what} {path} with torch.load(weights_only=True): {_torch_detail(first)} "
+                              f"(the file is corrupt, or a pickle the weights-only reader cannot parse); {how}") from None
+    print(f"trust=true: unpickling {path} with weights_only=False can run any code it contains", file=sys.stderr,
+          flush=True)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the file
+        raise CheckpointError(f"cannot read {what} {path} (full unpickle, trust=true): {_torch_detail(exc)}") from None
 
 
 def _finish(model: Any, map_location: Any) -> Any:
@@ -622,7 +712,7 @@ def _finish(model: Any, map_location: Any) -> Any:
     return model.eval()
 
 
-def _load_frozen(model: Any, refs: list, config: Path) -> set[str]:
+def _load_frozen(model: Any, refs: list, config: Path, trust: bool = False) -> set[str]:
     """Load each frozen part an export references from its source (hash-checked); returns their keys."""
     keys: set[str] = set()
     for ref in refs or []:
@@ -633,7 +723,7 @@ def _load_frozen(model: Any, refs: list, config: Path) -> set[str]:
             raise CheckpointError(f"{config}: frozen part '{prefix}' is not a module of the rebuilt "
                                   f"{type(model).__qualname__}") from None
         try:
-            load_weights(part, ref["source"], expected_sha256=ref.get("sha256"))
+            load_weights(part, ref["source"], expected_sha256=ref.get("sha256"), trust=trust)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{config} references its frozen part '{prefix or '.'}' ({ref.get('component')}) "
                                     f"instead of storing it: {ref['source']} (sha256 {ref.get('sha256')}) is needed "
@@ -646,7 +736,8 @@ def _load_frozen(model: Any, refs: list, config: Path) -> set[str]:
     return keys
 
 
-def _load_export(weights: Path, config: Path, strict: bool, expected: str | None, who: str) -> Any:
+def _load_export(weights: Path, config: Path, strict: bool, expected: str | None, who: str,
+                 trust: bool = False) -> Any:
     """Load an export directory's files after structure and hash checks (frozen parts from their sources)."""
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found (expected the weights of an export written by "
@@ -660,14 +751,15 @@ def _load_export(weights: Path, config: Path, strict: bool, expected: str | None
     if expected is not None:
         _check_hash(weights, expected, who, actual=actual)
     model = _build(str(cfg["kind"]), str(cfg["name"]), dict(cfg.get("hparams") or {}), config)
-    frozen = _load_frozen(model, cfg.get("frozen") or [], config)
+    frozen = _load_frozen(model, cfg.get("frozen") or [], config, trust)
     _apply_state(model, _load_safetensors_state(weights), strict, weights, allowed_missing=frozen)
     return model
 
 
-def _load_ckpt(path: Path, strict: bool, component: str | None) -> Any:
-    """Rebuild a component from a Lightning checkpoint written by the run loop."""
-    ckpt = _torch_load(path)
+def _load_ckpt(path: Path, strict: bool, component: str | None, trust: bool = False) -> Any:
+    """Rebuild a component from a Lightning checkpoint written by the run loop (read with
+    ``weights_only=True``; a full unpickle only with ``trust``)."""
+    ckpt = _torch_load(path, "checkpoint", trust=trust)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint: no 'state_dict' key")
     if component is not None:
@@ -684,11 +776,11 @@ def _load_ckpt(path: Path, strict: bool, component: str | None) -> Any:
     return model
 
 
-def _load_foreign(path: Path | str, kind: str, name: str, hparams: dict, strict: bool) -> Any:
+def _load_foreign(path: Path | str, kind: str, name: str, hparams: dict, strict: bool, trust: bool = False) -> Any:
     """Official weights in their own format (.pth/.pt/.bin or a registry file): build the component,
     then load the file through :func:`load_weights` (its ``convert_checkpoint`` maps the layout)."""
     model = _build(kind, name, hparams, Path(str(path)))
-    load_weights(model, path, strict=strict)
+    load_weights(model, path, strict=strict, trust=trust)
     return model
 
 
@@ -706,7 +798,7 @@ def _entry_hparams(ent: dict, kind: str, name: str) -> dict:
 
 
 def load(name_or_path: str | os.PathLike, map_location: Any = "cpu", strict: bool = True,
-         component: str | None = None) -> Any:
+         component: str | None = None, *, trust: bool = False) -> Any:
     """Rebuild a component (in eval mode, on ``map_location``) from a checkpoint.
 
     ``name_or_path``: an export directory or its model.safetensors (frozen parts it references are
@@ -714,22 +806,26 @@ def load(name_or_path: str | os.PathLike, map_location: Any = "cpu", strict: boo
     ``component='kind/name'``); a weights file in a component's own layout with
     ``component='kind/name'``; or a registry checkpoint name (``zoo://`` prefix allowed) found in
     ``$ZOO_HOME/checkpoints/<name>/``. ``strict`` is passed to the state-dict check.
+
+    Torch files are read with ``torch.load(weights_only=True)``. One that holds other objects is an error
+    naming the file and the refused object, unless ``trust=True``: then it is unpickled in full, after a
+    warning on stderr, which runs any code the file contains; pass it only for files you trust.
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir():
-            model = _load_export(path / WEIGHTS, path / CONFIG, strict, None, "")
+            model = _load_export(path / WEIGHTS, path / CONFIG, strict, None, "", trust)
         elif path.suffix == ".safetensors" and (path.parent / CONFIG).is_file():
-            model = _load_export(path, path.parent / CONFIG, strict, None, "")
+            model = _load_export(path, path.parent / CONFIG, strict, None, "", trust)
         elif path.suffix == ".ckpt":
-            model = _load_ckpt(path, strict, component)
+            model = _load_ckpt(path, strict, component, trust)
         else:
             if component is None:
                 raise CheckpointError(f"{path}: not a zoo export or Lightning .ckpt; pass component='kind/name' "
                                       f"to load raw weights")
             kind, name = _split_component(component, "load(component=...)")
-            model = _load_foreign(path, kind, name, {}, strict)
+            model = _load_foreign(path, kind, name, {}, strict, trust)
         return _finish(model, map_location)
 
     name = _named(text)
@@ -740,12 +836,12 @@ def load(name_or_path: str | os.PathLike, map_location: Any = "cpu", strict: boo
     kind, cname = _split_component(ent.get("component"), f"registry.yaml checkpoint '{name}'")
     expected = ent.get("sha256")
     if file.suffix == ".safetensors" and (file.parent / CONFIG).is_file():
-        model = _load_export(file, file.parent / CONFIG, strict, expected, "registry.yaml")
+        model = _load_export(file, file.parent / CONFIG, strict, expected, "registry.yaml", trust)
     elif file.suffix == ".ckpt":
         _check_hash(file, expected, "registry.yaml")
-        model = _load_ckpt(file, strict, f"{kind}/{cname}")
+        model = _load_ckpt(file, strict, f"{kind}/{cname}", trust)
     else:
-        model = _load_foreign(f"zoo://{name}", kind, cname, _entry_hparams(ent, kind, cname), strict)
+        model = _load_foreign(f"zoo://{name}", kind, cname, _entry_hparams(ent, kind, cname), strict, trust)
     got = (getattr(model, "_zoo_kind", kind), getattr(model, "_zoo_name", cname))
     if got != (kind, cname):
         raise CheckpointError(f"checkpoint '{name}' is registered for {kind}/{cname} but its files hold "
@@ -759,6 +855,8 @@ def load(name_or_path: str | os.PathLike, map_location: Any = "cpu", strict: boo
 def verify(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """Check a checkpoint's integrity without building it.
 
+    The file must be a safetensors file (its header covering the file exactly) or a torch zip checkpoint
+    (torch.save's layout, every member's CRC correct); legacy pickles and anything else fail.
     Returns {ok, path, sha256, expected, size, error}: ``expected`` is the hash
     from registry.yaml (named checkpoints) or config.yaml (exports), None when
     nothing records one; ``error`` says what is wrong when ``ok`` is False.
@@ -790,9 +888,7 @@ def verify(name_or_path: str | os.PathLike) -> dict[str, Any]:
                 recorded = _norm_hash(_read_config(cfg).get("sha256"))
                 if recorded:
                     expectations.append((recorded, f"recorded in {cfg}"))
-            check_safetensors(path)
-        else:
-            _check_torch_zip(path)
+        _check_verifiable(path)
         actual = sha256_file(path)
         report["sha256"] = actual
         report["expected"] = expectations[0][0] if expectations else None
