@@ -69,7 +69,7 @@ def test_unknown_component_name_lists_closest(toy_env):
 
 
 def test_missing_recipe_and_bad_override(toy_env):
-    with pytest.raises(R.RecipeError, match=r"recipe 'toy/bsae' not found.*did you mean toy/base, toy/child\?"):
+    with pytest.raises(R.RecipeError, match=r"recipe 'toy/bsae' not found.*did you mean toy/base, (.+, )?toy/child\?"):
         R.load("toy/bsae")
     with pytest.raises(R.RecipeError, match=r"override 'seed' is not of the form key=value"):
         R.load("toy/base", ["seed"])
@@ -89,3 +89,60 @@ def test_logger_shorthand_and_print_roundtrip(toy_env):
     assert rec["logger"]["name"] == "csv"
     again = yaml.safe_load(rec.to_yaml())
     assert again["system"] == rec["system"] and again["logger"]["name"] == "csv"
+
+
+def test_env_values_are_coerced_for_every_typed_key(toy_env, monkeypatch):
+    """`trainer.max_epochs=${oc.env:EPOCHS}` used to fail with "got '3'": only system/data keys were coerced."""
+    monkeypatch.setenv("EPOCHS", "3")
+    monkeypatch.setenv("CLIP", "0.5")
+    monkeypatch.setenv("TOPK", "2")
+    monkeypatch.setenv("NO", "false")
+    monkeypatch.setenv("SEED", "7")
+    monkeypatch.setenv("THREADS", "4")
+    rec = R.load("toy/base", ["trainer.max_epochs=${oc.env:EPOCHS}", "trainer.gradient_clip_val=${oc.env:CLIP}",
+                              "checkpoint.save_top_k=${oc.env:TOPK}", "checkpoint.save_last=${oc.env:NO}",
+                              "logger.log_images=${oc.env:NO}", "run.threads=${oc.env:THREADS}",
+                              "seed=${oc.env:SEED}", "test=${oc.env:NO}", "export=${oc.env:NO}",
+                              "trust=${oc.env:NO}"])
+    assert rec["trainer"]["max_epochs"] == 3 and type(rec["trainer"]["max_epochs"]) is int
+    assert rec["trainer"]["gradient_clip_val"] == 0.5
+    assert rec["checkpoint"]["save_top_k"] == 2 and rec["checkpoint"]["save_last"] is False
+    assert rec["logger"]["log_images"] is False and rec["run"]["threads"] == 4
+    assert rec["seed"] == 7 and rec["test"] is False and rec["export"] is False and rec["trust"] is False
+    monkeypatch.setenv("EPOCHS", "three")
+    with pytest.raises(R.RecipeError, match=re.escape("'trainer.max_epochs' (from command line) expects "
+                                                      "Optional[int], got str 'three'")):
+        R.load("toy/base", ["trainer.max_epochs=${oc.env:EPOCHS}"])
+
+
+def test_trust_is_a_top_level_bool(toy_env):
+    assert R.load("toy/base")["trust"] is False
+    assert R.load("toy/base", ["trust=true"])["trust"] is True
+    with pytest.raises(R.RecipeError, match=re.escape("'trust' (from command line) expects bool, got str 'maybe'")):
+        R.load("toy/base", ["trust=maybe"])
+    with pytest.raises(R.RecipeError, match=re.escape("'test' (from command line) expects bool, got int 3")):
+        R.load("toy/base", ["test=3"])
+
+
+def test_yaml11_number_strings_get_a_hint(toy_env, monkeypatch):
+    """PyYAML (YAML 1.1) reads `lr: 1e-3` as the string '1e-3'; the type error says so and how to write it."""
+    (toy_env / "toy" / "sci.yaml").write_text("extends: toy/base\nsystem: {lr: 1e-3}\n")
+    with pytest.raises(R.RecipeError) as e:
+        R.load("toy/sci")
+    assert str(e.value) == ("'system.lr' (from recipes/toy/sci.yaml) expects float, got str '1e-3' (a string: "
+                            "YAML 1.1 reads 1e-3 without a dot as a string; write 1.0e-3)")
+    (toy_env / "toy" / "sci.yaml").write_text("extends: toy/base\ntrainer: {gradient_clip_val: 1.0e5}\n")
+    with pytest.raises(R.RecipeError) as e:
+        R.load("toy/sci")
+    assert str(e.value) == ("'trainer.gradient_clip_val' (from recipes/toy/sci.yaml) expects Union[int, float, "
+                            "NoneType], got str '1.0e5' (a string: YAML 1.1 reads 1.0e5 with an unsigned exponent "
+                            "as a string; write 1.0e+5)")
+    (toy_env / "toy" / "sci.yaml").write_text("extends: toy/base\nsystem: {lr: 1.0e-3}\n")
+    assert R.load("toy/sci")["system"]["lr"] == 0.001  # the hinted spelling works
+    monkeypatch.setenv("LR", "5e-4")  # env values go through the same YAML reading
+    with pytest.raises(R.RecipeError, match=re.escape("got str '5e-4' (a string: YAML 1.1 reads 5e-4 without a dot "
+                                                      "as a string; write 5.0e-4)")):
+        R.load("toy/base", ["system.lr=${oc.env:LR}"])
+    monkeypatch.setenv("DIM", "1e3")
+    with pytest.raises(R.RecipeError, match=r"'system.in_dim' \(from command line\) expects int, got str '1e3'$"):
+        R.load("toy/base", ["system.in_dim=${oc.env:DIM}"])  # no hint: an int key

@@ -4,7 +4,7 @@ A recipe names registered components and their constructor arguments::
 
     extends: [base/default]
     system: {name: deco, backbone: hrnet_w32}
-    data:   {name: damon, root: "${oc.env:DAMON_ROOT,data/damon}"}
+    data:   {name: damon, root: "${oc.env:DAMON_ROOT,damon}"}
     trainer: {max_epochs: 30}
 
 Every key, from a YAML file or the command line, is checked before anything heavy
@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -253,7 +254,17 @@ TOP_LEVEL: dict[str, Any] = {
     "test": True,
     "export": True,
     "ckpt": None,
+    "trust": False,
     "description": "",
+}
+# Types of the plain top-level keys (the sections above have their own schemas). ``trust``: whether
+# ``ckpt``/``resume`` files that hold objects torch.load(weights_only=True) refuses may be unpickled in
+# full (zoo.core.hub.load(..., trust=...)); only for files the user trusts.
+TOP_LEVEL_TYPES: dict[str, Any] = {
+    "seed": int,
+    "test": bool,
+    "export": bool | Literal["self_contained"],
+    "trust": bool,
 }
 LOGGER_KEYS: dict[str, Any] = {
     "name": (Literal["wandb", "csv", "none"], "wandb"),
@@ -365,6 +376,48 @@ def _coerce(value: Any, ann: Any) -> Any:
     return value
 
 
+_NUMBER = re.compile(r"([-+]?)(\d[\d_]*)?(?:\.(\d[\d_]*)?)?(?:[eE]([-+]?)(\d+))?")
+_SPECIAL_FLOATS = {"inf": ".inf", "+inf": ".inf", "-inf": "-.inf", "infinity": ".inf", "+infinity": ".inf",
+                   "-infinity": "-.inf", "nan": ".nan"}
+
+
+def _string_number_hint(value: Any, ann: Any) -> str:
+    """For a string that Python reads as a number the annotation accepts, a note that YAML 1.1 (PyYAML)
+    read it as a string and how to write it so it is a number; else ''."""
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not type_ok(number, ann):
+        return ""
+    import yaml
+
+    try:
+        if not isinstance(yaml.safe_load(text), str):
+            return ""  # YAML reads it as a number: _coerce has already tried it
+    except yaml.YAMLError:
+        return ""
+    if text.lower() in _SPECIAL_FLOATS:
+        return f" (a string: YAML 1.1 reads {text} as a string; write {_SPECIAL_FLOATS[text.lower()]})"
+    m = _NUMBER.fullmatch(text)
+    if not m or not m.group(5):
+        return ""
+    sign, whole, frac, esign, exp = m.groups()
+    fix = f"{sign}{whole or '0'}.{frac or '0'}e{esign or '+'}{exp}"
+    why = " and ".join(w for w, bad in (("without a dot", "." not in text), ("with an unsigned exponent", not esign))
+                       if bad)
+    return f" (a string: YAML 1.1 reads {text}{' ' + why if why else ''} as a string; write {fix})"
+
+
+def _type_error(rec: Recipe, path: tuple, value: Any, ann: Any) -> RecipeError:
+    """The error for a value that does not fit its annotation, naming key, file, type and value."""
+    return RecipeError(f"'{dotted(path)}' (from {rec.source(path)}) expects {_ann_text(ann)}, "
+                       f"got {type(value).__name__} {value!r}{_string_number_hint(value, ann)}")
+
+
 def _ann_text(ann: Any) -> str:
     if ann is inspect.Parameter.empty:
         return "any"
@@ -449,8 +502,7 @@ def check_value(rec: Recipe, path: tuple, value: Any, ann: Any) -> Any:
         return [check_value(rec, path + (i,), v, item) for i, v in enumerate(value)]
     value = _coerce(value, ann)
     if not type_ok(value, ann):
-        raise RecipeError(f"'{dotted(path)}' (from {rec.source(path)}) expects {_ann_text(ann)}, "
-                          f"got {type(value).__name__} {value!r}")
+        raise _type_error(rec, path, value, ann)
     return value
 
 
@@ -525,9 +577,7 @@ def _check_section(rec: Recipe, key: str, schema: dict) -> None:
     for k, v in sec.items():
         if k not in schema:
             _fail_unknown(rec, (key, k), list(schema), f"'{key}'")
-        ann = schema[k][0]
-        if not type_ok(v, ann):
-            raise RecipeError(f"'{key}.{k}' (from {rec.source((key, k))}) expects {_ann_text(ann)}, got {v!r}")
+        sec[k] = check_value(rec, (key, k), v, schema[k][0])
 
 
 def check_trainer(rec: Recipe) -> None:
@@ -548,9 +598,7 @@ def check_trainer(rec: Recipe) -> None:
         if k == "strategy" and isinstance(v, str) and v not in STRATEGY_PRESETS:
             raise RecipeError(f"'trainer.strategy' (from {rec.source(('trainer', k))}) is '{v}'; "
                               f"presets: {', '.join(STRATEGY_PRESETS)}")
-        if not type_ok(v, hints.get(k, params[k].annotation)):
-            raise RecipeError(f"'trainer.{k}' (from {rec.source(('trainer', k))}) expects "
-                              f"{_ann_text(hints.get(k))}, got {v!r}")
+        sec[k] = check_value(rec, ("trainer", k), v, hints.get(k, params[k].annotation))
 
 
 def check(rec: Recipe) -> None:
@@ -565,11 +613,16 @@ def check(rec: Recipe) -> None:
     _check_section(rec, "logger", LOGGER_KEYS)
     _check_section(rec, "checkpoint", CHECKPOINT_KEYS)
     _check_section(rec, "run", RUN_KEYS)
-    if rec.get("export") not in (True, False, "self_contained"):
-        raise RecipeError(f"'export' (from {rec.source(('export',))}) expects true, false or self_contained, "
-                          f"got {rec.get('export')!r}")
-    if not isinstance(rec.get("seed"), int) or isinstance(rec.get("seed"), bool):
-        raise RecipeError(f"'seed' (from {rec.source(('seed',))}) expects int, got {rec.get('seed')!r}")
+    for k, ann in TOP_LEVEL_TYPES.items():
+        if k not in rec:
+            continue
+        value = _coerce(rec[k], ann)
+        if not type_ok(value, ann):
+            if k == "export":
+                raise RecipeError(f"'export' (from {rec.source(('export',))}) expects true, false or "
+                                  f"self_contained, got {value!r}")
+            raise _type_error(rec, (k,), value, ann)
+        rec[k] = value
 
 
 def _get(d: Any, path: tuple) -> Any:
