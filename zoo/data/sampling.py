@@ -1,12 +1,17 @@
 """Samplers whose order is a pure function of (seed, epoch), so a resumed run sees the same
-batches as an uninterrupted one. Lightning calls ``set_epoch`` on samplers that have it."""
+batches as an uninterrupted one. Lightning calls ``set_epoch`` on samplers that have it.
+
+:class:`ResumableLoader` adds the position inside an epoch: Lightning stores its ``state_dict``
+in every checkpoint (the fit loop's ``combined_loader`` state), so a run stopped mid-epoch
+(SIGTERM, Ctrl-C, a SLURM pre-emption) resumes on the batch after the last one it trained on,
+not at the start of a new shuffle."""
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochShuffleSampler", "PairSampler", "pair_draw"]
+__all__ = ["EpochShuffleSampler", "PairSampler", "ResumableLoader", "pair_draw"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -21,9 +26,16 @@ class EpochShuffleSampler(Sampler[int]):
         """Called by Lightning at the start of every training epoch."""
         self.epoch = epoch
 
-    def __iter__(self):
+        self.skip = 0  # samples of this epoch already trained on (set by ResumableLoader on resume)
+
+    def order(self) -> list[int]:
+        """This epoch's permutation of range(n)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        return iter(self.order()[skip:])
 
     def __len__(self) -> int:
         return self.n
@@ -38,8 +50,9 @@ class PairSampler(EpochShuffleSampler):
         self.shuffle = shuffle
 
     def __iter__(self):
-        order = super().__iter__() if self.shuffle else iter(range(self.n))
-        return iter([(i, self.epoch) for i in order])
+        skip, self.skip = self.skip, 0
+        order = self.order() if self.shuffle else list(range(self.n))
+        return iter([(i, self.epoch) for i in order[skip:]])
 
 
 def pair_draw(n: int, seed: int, epoch: int, item: int) -> int:
@@ -49,3 +62,53 @@ def pair_draw(n: int, seed: int, epoch: int, item: int) -> int:
     run, and every DataLoader worker, draws the same pairs.
     """
     return int(np.random.default_rng([seed, epoch, item]).integers(n))
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an :class:`EpochShuffleSampler` that knows how many batches of the current
+    epoch it has handed out, and can start an epoch after that many (Lightning's ``_Stateful``
+    protocol: ``state_dict`` / ``load_state_dict``).
+
+    The count is of batches yielded to the training loop (Lightning does not prefetch when the
+    length is known, and worker prefetching happens below this count), so a checkpoint written
+    at the end of batch k resumes at batch k + 1 of the same permutation.
+    """
+
+    def __init__(self, dataset, *, sampler: Sampler, **kwargs):
+        # Lightning re-creates the loader with a DistributedSampler(Wrapper) under DDP: the position is then
+        # still reported, but an interrupted epoch restarts from its first batch (with a warning).
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._yielded = 0
+        self._resume: dict | None = None
+
+    def _epoch_sampler(self) -> EpochShuffleSampler | None:
+        return self.sampler if isinstance(self.sampler, EpochShuffleSampler) else None
+
+    def __iter__(self):
+        sampler = self._epoch_sampler()
+        start = 0
+        if self._resume is not None:
+            state, self._resume = self._resume, None
+            if sampler is None:
+                import warnings
+
+                warnings.warn("ResumableLoader: the sampler was replaced (distributed training), so the interrupted "
+                              "epoch restarts from its first batch", stacklevel=2)
+            elif int(state.get("epoch", -1)) == sampler.epoch and int(state.get("seed", sampler.seed)) == sampler.seed:
+                start = int(state.get("batches", 0))
+        if sampler is not None:
+            sampler.skip = start * int(self.batch_size or 1)
+        self._yielded = start
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        """Where the current epoch stands: {epoch, seed, batches handed out}."""
+        sampler = self._epoch_sampler()
+        epoch, seed = (sampler.epoch, sampler.seed) if sampler is not None else (-1, -1)
+        return {"epoch": int(epoch), "seed": int(seed), "batches": int(self._yielded)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Start the next iteration after ``state['batches']`` batches, if it is the same epoch and seed."""
+        self._resume = dict(state)
