@@ -1,9 +1,15 @@
-"""Batch-key checks with clear messages, shared by systems and the parts they compose."""
+"""Batch-key checks with clear messages, shared by systems and the parts they compose, and the error
+type of bad data files (the command line reports it without a traceback, exit code 2)."""
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchKeyError", "need"]
+__all__ = ["BatchKeyError", "DataError", "need"]
+
+
+class DataError(ValueError):
+    """A data file or sample is bad (truncated, missing keys, wrong lengths, values out of range); the
+    message names the file, key or sample. A ValueError, so callers that catch ValueError still do."""
 
 
 class BatchKeyError(KeyError):

@@ -6,13 +6,17 @@
   from any directory. ``$ZOO_REGISTRY`` / ``$ZOO_RECIPES`` override both.
 * One cache root for everything the zoo writes for reuse (checkpoints fetched by hand, lift maps,
   geodesic matrices, ...): ``$ZOO_HOME``, else ``~/.cache/hoi-zoo``.
+* One data home that relative data paths (a recipe's ``data.root``) are relative to, whatever the
+  working directory: ``$ZOO_DATA``, else the checkout's ``data/`` folder (beside ``registry.yaml``),
+  else ``$ZOO_HOME/data`` for an installed copy (:func:`data_home`, :func:`resolve_data_path`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["repo_root", "resource_path", "registry_file", "recipes_dir", "cache_root", "cache_dir"]
+__all__ = ["repo_root", "resource_path", "registry_file", "recipes_dir", "cache_root", "cache_dir", "data_home",
+           "resolve_data_path"]
 
 _PKG = Path(__file__).resolve().parents[1]  # the zoo package directory
 
@@ -51,3 +55,22 @@ def cache_root() -> Path:
 def cache_dir(name: str) -> Path:
     """A named folder under :func:`cache_root` (``checkpoints``, ``lift_maps``, ``geodesics``, ...)."""
     return cache_root() / name
+
+
+def data_home() -> Path:
+    """The folder relative data paths are resolved against: $ZOO_DATA, else the source checkout's ``data/``
+    (beside registry.yaml), else ``data`` under :func:`cache_root`. Always absolute (a relative $ZOO_DATA is
+    taken relative to the working directory)."""
+    env = os.environ.get("ZOO_DATA")
+    if env:
+        return Path(os.path.abspath(os.path.expanduser(env)))
+    root = repo_root()
+    home = root / "data" if root is not None else cache_root() / "data"
+    return Path(os.path.abspath(home))
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """A data path as the datamodules read it: ``~`` expanded; an absolute path as given; a relative one joined
+    to :func:`data_home` (so ``damon`` is ``<checkout>/data/damon`` from any working directory)."""
+    p = Path(os.path.expanduser(os.fspath(path)))
+    return p if p.is_absolute() else Path(os.path.abspath(data_home() / p))

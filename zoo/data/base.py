@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from zoo.data.sampling import EpochShuffleSampler
+from zoo.core.batch import DataError
+from zoo.data.sampling import EpochShuffleSampler, ResumableLoader
 
 __all__ = ["SplitDataModule", "seeded_split", "check_synthesize", "synthesize_missing"]
 
@@ -43,8 +45,8 @@ def check_synthesize(data_name: str, generator: Callable, synthesize: dict | Non
     allowed = [k for k in inspect.signature(generator).parameters if k not in reserved]
     bad = [k for k in synthesize if k not in allowed]
     if bad:
-        raise ValueError(f"{data_name}: synthesize has unknown key(s) {bad}; {generator.__name__} takes "
-                         f"{', '.join(allowed)} (the output folder is the DataModule's root)")
+        raise DataError(f"{data_name}: synthesize has unknown key(s) {bad}; {generator.__name__} takes "
+                        f"{', '.join(allowed)} (the output folder is the DataModule's root)")
     return dict(synthesize)
 
 
@@ -108,9 +110,87 @@ class SplitDataModule(L.LightningDataModule):
     A subclass that can write synthetic data keeps ``synthesize`` in its hparams and implements
     ``_synthesize()`` (write the data under its root if missing); ``prepare_data`` (rank 0,
     before setup) and the subclass's ``setup`` call :meth:`_ensure_data`, which runs it once.
+
+    ``setup`` checks every file a split will read before the first step (any stage). With ``skip_bad``
+    in the hparams, a subclass screens samples with :meth:`_screen` and records the counts with
+    :meth:`_count_skipped`, which fails when skipping leaves nothing or more than ``max_skip_fraction``;
+    :meth:`data_report` returns the counts as flat metrics.
     """
 
     data_name = "data"
+
+    # -- bad samples: counts, limits, report ------------------------------------------------
+
+    def _screen(self, items: Sequence[Any], check: Callable[[Any], None]) -> tuple[list[Any], list[tuple[Any, str]]]:
+        """(items whose ``check`` passed, (item, problem) for the others). ``check`` raises ValueError,
+        FileNotFoundError or KeyError naming the file; without ``skip_bad`` the first one propagates."""
+        good, bad = [], []
+        for item in items:
+            try:
+                check(item)
+            except (ValueError, FileNotFoundError, KeyError) as e:
+                if not self.hparams.get("skip_bad", False):
+                    raise
+                bad.append((item, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)))
+                continue
+            good.append(item)
+        return good, bad
+
+    def _count_skipped(self, split: str, file: str | os.PathLike, total: int, problems: Sequence[str],
+                       what: str = "samples") -> None:
+        """Record that ``len(problems)`` of ``total`` ``what`` of ``split`` (read from ``file``) were skipped as bad,
+        for :meth:`data_report`; raise a ValueError when that leaves none, or when more than the hparam
+        ``max_skip_fraction`` of them were skipped."""
+        n_bad = len(problems)
+        self.__dict__.setdefault("_skip_counts", {})[(split, what)] = (total - n_bad, n_bad)
+        if not n_bad:
+            return
+        limit = float(self.hparams.get("max_skip_fraction", 1.0))
+        head = f"{self.data_name}: {n_bad} of {total} {what.replace('_', ' ')} of the {split} split ({file}) are bad"
+        if n_bad >= total:
+            raise DataError(f"{head}: skip_bad=true leaves none. First: {problems[0]}")
+        if n_bad / total > limit:
+            raise DataError(f"{head} ({n_bad / total:.0%}), more than max_skip_fraction={limit:g} allows with "
+                            f"skip_bad=true (fix the data, or raise data.max_skip_fraction). First: {problems[0]}")
+
+    def _drop_bad(self, split: str, list_file: str, items: list[int], check: Callable[[int], None],
+                  what: str = "samples") -> list[int]:
+        """``items`` (0-based list rows) whose ``check`` passes. The others (``skip_bad``) are appended to
+        ``self.skipped`` as (list file, row, problem), counted in ``self.num_skipped``, logged as one warning
+        and recorded with :meth:`_count_skipped` (which fails past the limits)."""
+        good, bad = self._screen(items, check)
+        self.skipped.extend((str(list_file), i, problem) for i, problem in bad)
+        self.num_skipped += len(bad)
+        if bad:
+            logging.getLogger(type(self).__module__).warning(
+                "%s: skipped %d bad %s of %s (%s split); first: %s", self.data_name, len(bad),
+                what.replace("_", " "), list_file, split, bad[0][1])
+        self._count_skipped(split, list_file, len(items), [p for _, p in bad], what)
+        return good
+
+    def _check_paired(self, train: Any, val: Any) -> None:
+        """Check the train and val datasets of a paired (image, point cloud) list (PIAD, LEMON): parse every point
+        file an image of either split may be paired with (its class's pool), drop the bad ones from the pools,
+        then check every image row. The datasets provide ``labels``, ``rows``, ``by_class``, ``point_list``,
+        ``image_list``, ``check_point(j)``, ``check_row(r)`` and ``drop_points(bad)``."""
+        classes = {train.labels[r][0] for ds in (train, val) for r in ds.rows.tolist()}
+        used = sorted(j for c in classes for j in train.by_class.get(c, []))
+        good = self._drop_bad("train", train.point_list, used, train.check_point, "point_files")
+        bad = set(used) - set(good)
+        for name, ds in (("train", train), ("val", val)):
+            ds.drop_points(bad)
+            ds.rows = np.asarray(self._drop_bad(name, ds.image_list, ds.rows.tolist(), ds.check_row), dtype=np.int64)
+
+    def data_report(self) -> dict[str, float]:
+        """Counts of the splits set up, as flat metrics: ``data/<split>/samples`` (kept) and
+        ``data/<split>/skipped`` (dropped by ``skip_bad``), and ``data/<split>/<what>`` /
+        ``data/<split>/skipped_<what>`` for other screened files (PIAD's and LEMON's ``point_files``)."""
+        out: dict[str, float] = {}
+        for (split, what), (kept, skipped) in self.__dict__.get("_skip_counts", {}).items():
+            tail = "skipped" if what == "samples" else f"skipped_{what}"
+            out[f"data/{split}/{what}"] = float(kept)
+            out[f"data/{split}/{tail}"] = float(skipped)
+        return out
 
     def _synthesize(self) -> None:
         """Write synthetic data where the split files are missing (only subclasses with ``synthesize``)."""
@@ -143,9 +223,11 @@ class SplitDataModule(L.LightningDataModule):
         if ds is None:
             raise RuntimeError(f"{self.data_name}: the {name} split is not set up; call setup() with the right stage first")
         h = self.hparams
-        return DataLoader(ds, batch_size=h.batch_size, sampler=self._sampler(len(ds)) if shuffle else None,
-                          num_workers=h.num_workers, pin_memory=h.pin_memory, drop_last=h.drop_last and shuffle,
-                          collate_fn=self._collate(), persistent_workers=h.num_workers > 0)
+        kw = dict(batch_size=h.batch_size, num_workers=h.num_workers, pin_memory=h.pin_memory,
+                  collate_fn=self._collate(), persistent_workers=h.num_workers > 0)
+        if shuffle:  # resumable mid-epoch: Lightning stores the loader's position in every checkpoint
+            return ResumableLoader(ds, sampler=self._sampler(len(ds)), drop_last=h.drop_last, **kw)
+        return DataLoader(ds, **kw)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches, in an order fixed by (seed, epoch)."""

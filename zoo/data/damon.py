@@ -49,12 +49,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.core.batch import DataError
+from zoo.core.paths import resolve_data_path
 from zoo.core.registry import register
 from zoo.data.base import SplitDataModule, check_synthesize, seeded_split, synthesize_missing
 from zoo.data.formats import IMAGENET_MEAN, IMAGENET_STD, path_roots, resolve_path
 
 __all__ = ["DamonDataset", "DamonDataModule", "collate_damon", "NUM_SCENE_CLASSES", "NUM_PART_CLASSES", "SPLIT_FILES",
-           "DamonObjectPairs"]
+           "DamonObjectPairs", "clip_contact"]
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +86,19 @@ class DamonDataset(Dataset):
 
     ``validate(i)`` checks a row cheaply (values, vertex count, files present and readable
     headers) and returns the problem or None; ``__getitem__`` raises a ValueError /
-    FileNotFoundError naming the npz file, the key or file and the row.
+    FileNotFoundError naming the npz file, the key or file and the row. Contact labels must be
+    0 or 1; with ``clip_labels=True`` they are clipped to [0, 1] (see :func:`clip_contact`;
+    already done when ``data`` is given) and any value in [0, 1] is accepted.
     """
 
     def __init__(self, npz_path: str | os.PathLike, root: str | os.PathLike, rows: list[int] | np.ndarray | None = None,
                  image_size: int = 256, seg_size: int = 256, model_type: str = "smpl", cache: bool = True,
                  cache_limit: int = 4000, data: dict[str, np.ndarray] | None = None, one_hot: bool = True,
-                 load_images: bool = True):
+                 load_images: bool = True, clip_labels: bool = False):
         if model_type not in _N_VERTS:
-            raise ValueError(f"DamonDataset: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
+            raise DataError(f"DamonDataset: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
         if image_size <= 0 or seg_size <= 0:
-            raise ValueError(f"DamonDataset: image_size and seg_size must be positive, got {image_size}, {seg_size}")
+            raise DataError(f"DamonDataset: image_size and seg_size must be positive, got {image_size}, {seg_size}")
         self.npz_path = str(npz_path)
         self.root = str(root)
         self.roots = path_roots(root)
@@ -104,6 +108,9 @@ class DamonDataset(Dataset):
         self.n_verts = _N_VERTS[model_type]
         self.contact_key = _CONTACT_KEY[model_type]
         self.data = data if data is not None else load_npz(self.npz_path, self.root, model_type)
+        self.clip_labels = clip_labels
+        if clip_labels and data is None:
+            clip_contact(self.data, self.contact_key, self.npz_path)
         n = len(self.data["imgname"])
         self.rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
         self.cache_enabled = cache and len(self.rows) <= cache_limit
@@ -125,16 +132,23 @@ class DamonDataset(Dataset):
         """Raise ValueError if row ``row`` has a wrong vertex count or NaN/inf parameters."""
         c = np.asarray(self.data[self.contact_key][row])
         if c.ndim != 1 or c.shape[0] != self.n_verts:
-            raise ValueError(f"{self._where(row)}: key '{self.contact_key}' has {c.size} values, expected "
-                             f"{self.n_verts} (one per {self.model_type.upper()} vertex)")
-        if not np.isfinite(c.astype(np.float64)).all():
-            raise ValueError(f"{self._where(row)}: key '{self.contact_key}' has NaN/inf")
+            raise DataError(f"{self._where(row)}: key '{self.contact_key}' has {c.size} values, expected "
+                            f"{self.n_verts} (one per {self.model_type.upper()} vertex)")
+        c = c.astype(np.float64)
+        if not np.isfinite(c).all():
+            raise DataError(f"{self._where(row)}: key '{self.contact_key}' has NaN/inf")
+        bad = ((c < 0) | (c > 1)) if self.clip_labels else ((c != 0) & (c != 1))
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise DataError(f"{self.npz_path}: sample {row} (image {self.data['imgname'][row]}): key "
+                            f"'{self.contact_key}' has value {c[j]:g} at vertex {j}, expected 0 or 1 "
+                            f"(data.clip_labels=true clips labels to [0, 1])")
         for k, shape in _PARAM_KEYS.items():
             a = np.asarray(self.data[k][row], dtype=np.float64)
             if a.shape != shape:
-                raise ValueError(f"{self._where(row)}: key '{k}' has shape {a.shape}, expected {shape}")
+                raise DataError(f"{self._where(row)}: key '{k}' has shape {a.shape}, expected {shape}")
             if not np.isfinite(a).all():
-                raise ValueError(f"{self._where(row)}: key '{k}' has NaN/inf")
+                raise DataError(f"{self._where(row)}: key '{k}' has NaN/inf")
 
     def path(self, key: str, row: int) -> str:
         """The resolved file of ``key`` for row ``row``; FileNotFoundError naming it if missing."""
@@ -156,8 +170,8 @@ class DamonDataset(Dataset):
                     with Image.open(p) as im:
                         _ = im.size  # header only: cheap
                 except Exception as e:  # PIL raises several types for broken files
-                    raise ValueError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
-                                     f"({type(e).__name__}: {e})") from e
+                    raise DataError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
+                                    f"({type(e).__name__}: {e})") from e
 
     def validate(self, row: int) -> str | None:
         """The problem with row ``row`` as a message, or None if it looks fine."""
@@ -181,8 +195,8 @@ class DamonDataset(Dataset):
                 im.draft("RGB", (self.image_size, self.image_size))  # decode JPEGs at reduced scale
             im.load()
         except Exception as e:
-            raise ValueError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
-                             f"({type(e).__name__}: {e})") from e
+            raise DataError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
+                            f"({type(e).__name__}: {e})") from e
         return im, p
 
     def _labels(self, key: str, row: int, n_classes: int) -> np.ndarray:
@@ -197,8 +211,8 @@ class DamonDataset(Dataset):
         im = im.resize((self.seg_size, self.seg_size), Image.NEAREST)
         lab = np.array(im, dtype=np.uint8)
         if lab.max() >= n_classes:
-            raise ValueError(f"{self._where(row)}: key '{key}' file {p} has label {int(lab.max())}, "
-                             f"expected 0..{n_classes - 1}")
+            raise DataError(f"{self._where(row)}: key '{key}' file {p} has label {int(lab.max())}, "
+                            f"expected 0..{n_classes - 1}")
         return lab
 
     def _decode(self, row: int) -> tuple:
@@ -267,24 +281,24 @@ class DamonObjectPairs(Dataset):
 
     def __init__(self, base: DamonDataset):
         if "contact_label_objectwise" not in base.data:
-            raise ValueError(f"{base.npz_path}: contact_mode='semantic' needs key 'contact_label_objectwise' "
-                             f"(per image a dict object name -> vertex ids); the file has {sorted(base.data)}")
+            raise DataError(f"{base.npz_path}: contact_mode='semantic' needs key 'contact_label_objectwise' "
+                            f"(per image a dict object name -> vertex ids); the file has {sorted(base.data)}")
         if base.model_type != "smpl":
-            raise ValueError(f"{base.npz_path}: contact_mode='semantic' reads SMPL vertex ids; "
-                             f"model_type={base.model_type!r} is not supported")
+            raise DataError(f"{base.npz_path}: contact_mode='semantic' reads SMPL vertex ids; "
+                            f"model_type={base.model_type!r} is not supported")
         self.base = base
         self.pairs: list[tuple[int, str, np.ndarray]] = []
         for pos, row in enumerate(base.rows.tolist()):
             ow = base.data["contact_label_objectwise"][row]
             ow = ow.item() if isinstance(ow, np.ndarray) and ow.shape == () else ow
             if not isinstance(ow, dict):
-                raise ValueError(f"{base._where(row)}: key 'contact_label_objectwise' is {type(ow).__name__}, "
-                                 f"expected a dict object name -> vertex ids")
+                raise DataError(f"{base._where(row)}: key 'contact_label_objectwise' is {type(ow).__name__}, "
+                                f"expected a dict object name -> vertex ids")
             for name in sorted(ow):
                 ids = np.asarray(ow[name]).astype(np.int64).ravel()
                 if ids.size and (ids.min() < 0 or ids.max() >= base.n_verts):
-                    raise ValueError(f"{base._where(row)}: contact_label_objectwise['{name}'] has vertex ids outside "
-                                     f"[0, {base.n_verts})")
+                    raise DataError(f"{base._where(row)}: contact_label_objectwise['{name}'] has vertex ids outside "
+                                    f"[0, {base.n_verts})")
                 self.pairs.append((pos, str(name), ids))
 
     def __len__(self) -> int:
@@ -336,25 +350,55 @@ def load_npz(path: str | os.PathLike, root: str, model_type: str = "smpl") -> di
         with np.load(path, allow_pickle=True) as z:
             data = {k: z[k] for k in z.files}
     except Exception as e:
-        raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from e
     need = list(_PATH_KEYS) + list(_PARAM_KEYS) + [_CONTACT_KEY[model_type]]
     for k in need:
         if k not in data:
-            raise ValueError(f"{path}: key '{k}' missing (has {sorted(data)})")
+            raise DataError(f"{path}: key '{k}' missing (has {sorted(data)})")
     n = len(data["imgname"])
     for k in need:
         if len(data[k]) != n:
-            raise ValueError(f"{path}: key '{k}' has {len(data[k])} rows, expected {n} (as imgname)")
+            raise DataError(f"{path}: key '{k}' has {len(data[k])} rows, expected {n} (as imgname)")
     return data
+
+
+def clip_contact(data: dict[str, np.ndarray], key: str, path: str | os.PathLike) -> tuple[int, int]:
+    """Clip ``data[key]`` (contact labels) to [0, 1] in place; returns (values clipped, samples with one) and
+    prints one counted warning naming ``path`` when any value was clipped. NaN/inf are left for the checks."""
+    c = np.asarray(data[key])
+    out = np.zeros(c.shape, bool)
+    if c.dtype.kind in "biuf":
+        with np.errstate(invalid="ignore"):
+            out = (c < 0) | (c > 1)
+    n_values = int(out.sum())
+    if not n_values:
+        return 0, 0
+    n_rows = int(out.reshape(len(c), -1).any(1).sum())
+    data[key] = np.clip(c, 0, 1)  # NaN stays NaN (rejected by the checks)
+    print(f"[damon] warning: clipped {n_values} values in {n_rows} samples of {path} to [0, 1] "
+          f"(key '{key}', clip_labels=true)", flush=True)
+    return n_values, n_rows
 
 
 @register("datamodule", "damon")
 class DamonDataModule(SplitDataModule):
     """DAMON train/val/test loaders (train/val split from trainval by a seeded fraction; test from the test npz).
 
-    ``skip_bad=True`` validates every sample once at setup and drops the bad ones, counted
-    in ``num_skipped`` (and listed in ``skipped``) and logged as a warning; otherwise the
-    first bad sample raises an error naming the npz file, the key or file and the row.
+    ``setup`` (any stage) reads both npz files (every key, so a truncated or damaged file fails
+    before the first step) and checks every sample of every split it sets up: values, vertex
+    count, contact labels in {0, 1}, and that every file it names exists with a readable image
+    header (images are not decoded). ``fit``/``validate``/None set up train, val and test;
+    ``test``/``predict`` the test split only.
+
+    ``skip_bad=True`` drops the bad samples instead, counted in ``num_skipped`` (and listed in
+    ``skipped``), logged as a warning and reported by :meth:`data_report`; a split where that
+    leaves no sample, or drops more than ``max_skip_fraction`` (default 0.5) of it, fails with an
+    error naming the split, the file, the counts and the first problem. Otherwise the first bad
+    sample raises an error naming the npz file, the key or file and the row.
+    ``clip_labels=True`` clips contact labels outside [0, 1] (one counted warning per file)
+    instead of rejecting them. ``root`` is resolved with :func:`zoo.core.paths.resolve_data_path`
+    (a relative root is under the data home, ``$ZOO_DATA`` or the checkout's ``data/``) into
+    ``self.root``.
     ``max_samples`` caps each split (quick runs). ``contact_mode="semantic"`` yields (image,
     object) pairs with per-object contact; ``load_images=False`` reads labels only (see the
     module docstring). ``cache`` keeps decoded, resized arrays
@@ -374,24 +418,26 @@ class DamonDataModule(SplitDataModule):
                  seed: int = 0, max_samples: int | None = None, cache: bool = True, cache_limit: int = 4000,
                  pin_memory: bool = False, drop_last: bool = False,
                  contact_mode: Literal["binary", "semantic"] = "binary", load_images: bool = True,
-                 synthesize: dict | None = None):
+                 synthesize: dict | None = None, max_skip_fraction: float = 0.5, clip_labels: bool = False):
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"damon: batch_size must be positive, got {batch_size}")
+            raise DataError(f"damon: batch_size must be positive, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"damon: val_fraction must be in [0, 1), got {val_fraction}")
+            raise DataError(f"damon: val_fraction must be in [0, 1), got {val_fraction}")
         if model_type not in _N_VERTS:
-            raise ValueError(f"damon: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
+            raise DataError(f"damon: model_type must be one of {sorted(_N_VERTS)}, got {model_type!r}")
         if max_samples is not None and max_samples <= 0:
-            raise ValueError(f"damon: max_samples must be positive or None, got {max_samples}")
+            raise DataError(f"damon: max_samples must be positive or None, got {max_samples}")
         if contact_mode not in ("binary", "semantic"):
-            raise ValueError(f"damon: contact_mode must be 'binary' or 'semantic', got {contact_mode!r}")
+            raise DataError(f"damon: contact_mode must be 'binary' or 'semantic', got {contact_mode!r}")
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise DataError(f"damon: max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
         if synthesize is not None:
             from zoo.data.synthetic.damon import generate_damon
 
             synthesize = check_synthesize("damon", generate_damon, synthesize)
         self.save_hyperparameters()
-        self.root = str(root)
+        self.root = str(resolve_data_path(root))
         self.num_skipped = 0
         self.skipped: list[tuple[str, int, str]] = []
         self.train_set: DamonDataset | None = None
@@ -408,8 +454,8 @@ class DamonDataModule(SplitDataModule):
         if getattr(self, "_classes", None) is None:
             data = load_npz(self.npz_path("trainval"), self.root, self.hparams.model_type)
             if "contact_label_objectwise" not in data:
-                raise ValueError(f"{self.npz_path('trainval')}: contact_mode='semantic' needs key "
-                                 f"'contact_label_objectwise'; the file has {sorted(data)}")
+                raise DataError(f"{self.npz_path('trainval')}: contact_mode='semantic' needs key "
+                                f"'contact_label_objectwise'; the file has {sorted(data)}")
             names = set()
             for ow in data["contact_label_objectwise"]:
                 ow = ow.item() if isinstance(ow, np.ndarray) and ow.shape == () else ow
@@ -425,7 +471,14 @@ class DamonDataModule(SplitDataModule):
     def _dataset(self, split: str, rows: np.ndarray | None, data: dict | None = None) -> DamonDataset:
         return DamonDataset(self.npz_path(split), self.root, rows, image_size=self.hparams.image_size, seg_size=self.hparams.seg_size,
                             model_type=self.hparams.model_type, cache=self.hparams.cache, cache_limit=self.hparams.cache_limit, data=data,
-                            one_hot=False, load_images=self.hparams.load_images)
+                            one_hot=False, load_images=self.hparams.load_images, clip_labels=self.hparams.clip_labels)
+
+    def _load(self, split: str) -> dict[str, np.ndarray]:
+        """The arrays of ``split``'s npz file, contact labels clipped when ``clip_labels`` says so."""
+        data = load_npz(self.npz_path(split), self.root, self.hparams.model_type)
+        if self.hparams.clip_labels:
+            clip_contact(data, _CONTACT_KEY[self.hparams.model_type], self.npz_path(split))
+        return data
 
     def _pairs(self, ds: DamonDataset | None) -> Dataset | None:
         return DamonObjectPairs(ds) if ds is not None and self.hparams.contact_mode == "semantic" else ds
@@ -447,6 +500,7 @@ class DamonDataModule(SplitDataModule):
             self.num_skipped += n_bad
             log.warning("damon: skipped %d bad sample(s) of %s (%s split); first: %s", n_bad, ds.npz_path, name,
                         self.skipped[-n_bad][2])
+        self._count_skipped(name, ds.npz_path, len(ds.rows), [p for _, _, p in self.skipped[len(self.skipped) - n_bad:]])
         ds.rows = np.asarray(good, dtype=np.int64)
         return ds
 
@@ -469,16 +523,18 @@ class DamonDataModule(SplitDataModule):
                            f"with seed {seed} ({args})")
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        """Build and check the datasets of a stage: 'fit', 'validate' or None set up train, val and test (the
+        test file is checked before the first training step); 'test' and 'predict' the test split."""
         self._ensure_data()
         if stage in (None, "fit", "validate") and "trainval" not in self._checked:
-            data = load_npz(self.npz_path("trainval"), self.root, self.hparams.model_type)
+            data = self._load("trainval")
             val_rows, train_rows = seeded_split(len(data["imgname"]), self.hparams.val_fraction, self.hparams.seed)
-            self.train_set = self._filter(self._dataset("trainval", self._cap(train_rows), data), "train")
-            self.val_set = self._filter(self._dataset("trainval", self._cap(val_rows), data), "val")
+            train = self._filter(self._dataset("trainval", self._cap(train_rows), data), "train")
+            val = self._filter(self._dataset("trainval", self._cap(val_rows), data), "val")
+            self.train_set, self.val_set = train, val
             self._checked.add("trainval")
-        if stage in (None, "test", "predict") and "test" not in self._checked:
-            data = load_npz(self.npz_path("test"), self.root, self.hparams.model_type)
+        if "test" not in self._checked:
+            data = self._load("test")
             rows = self._cap(np.arange(len(data["imgname"])))
             self.test_set = self._filter(self._dataset("test", rows, data), "test")
             self._checked.add("test")

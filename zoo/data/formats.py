@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.core.batch import DataError
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AFFORDANCES", "PIAD_OBJECTS", "LEMON_AFFORDANCES", "LEMON_OBJECTS",
            "read_list", "path_roots", "resolve_path", "pc_normalize", "read_point_file", "CloudCache",
            "load_image", "image_size"]
@@ -96,12 +98,12 @@ def read_point_file(path: str | os.PathLike, n_lead: int = 2, n_aff: int = 17) -
         if not tok:
             continue
         if len(tok) != want:
-            raise ValueError(f"{path}: line {ln}: {len(tok)} fields, expected {want} "
-                             f"({n_lead} leading tokens, x y z, {n_aff} affordance values)")
+            raise DataError(f"{path}: line {ln}: {len(tok)} fields, expected {want} "
+                            f"({n_lead} leading tokens, x y z, {n_aff} affordance values)")
         rows.append(ln)
         numbers.extend(tok[n_lead:])
     if not rows:
-        raise ValueError(f"{path}: no points (empty file)")
+        raise DataError(f"{path}: no points (empty file)")
     try:
         arr = np.array(numbers, dtype=np.float64).reshape(len(rows), 3 + n_aff)
     except ValueError:
@@ -110,15 +112,15 @@ def read_point_file(path: str | os.PathLike, n_lead: int = 2, n_aff: int = 17) -
             try:
                 np.array(chunk, dtype=np.float64)
             except ValueError as e:
-                raise ValueError(f"{path}: line {ln}: not a number ({e})") from None
+                raise DataError(f"{path}: line {ln}: not a number ({e})") from None
         raise
     bad = ~np.isfinite(arr).all(1)
     if bad.any():
-        raise ValueError(f"{path}: line {rows[int(np.argmax(bad))]}: non-finite value (NaN or inf)")
+        raise DataError(f"{path}: line {rows[int(np.argmax(bad))]}: non-finite value (NaN or inf)")
     aff = arr[:, 3:]
     out = (aff < 0).any(1) | (aff > 1).any(1)
     if out.any():
-        raise ValueError(f"{path}: line {rows[int(np.argmax(out))]}: affordance value outside [0, 1]")
+        raise DataError(f"{path}: line {rows[int(np.argmax(out))]}: affordance value outside [0, 1]")
     return arr[:, :3], aff
 
 
@@ -132,7 +134,7 @@ def load_image(path: str, size: int, where: str) -> tuple[np.ndarray, tuple[int,
             im.draft("RGB", (size, size))  # decode at reduced scale; the box scale uses the decoded size
         im = im.convert("RGB")
     except Exception as e:  # PIL raises several types for broken files
-        raise ValueError(f"{where}: image {path} is not readable ({type(e).__name__}: {e})") from e
+        raise DataError(f"{where}: image {path} is not readable ({type(e).__name__}: {e})") from e
     w, h = im.size
     arr = np.asarray(im.resize((size, size), Image.BILINEAR), np.float32) * (1.0 / 255.0)
     arr = (arr - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
@@ -148,7 +150,11 @@ def image_size(path: str) -> tuple[int, int]:
 
 
 class CloudCache:
-    """Parsed, normalised and resampled point clouds keyed by resolved path."""
+    """Parsed, normalised and resampled point clouds keyed by resolved path.
+
+    A file with more than ``num_points`` points gives a fixed subset of them; one with fewer is
+    rejected (ValueError naming the file and both counts) rather than repeated to fill the cloud.
+    """
 
     def __init__(self, num_points: int, enabled: bool = True, n_lead: int = 2):
         self.num_points = num_points
@@ -164,11 +170,14 @@ class CloudCache:
         if hit is not None:
             return hit
         xyz, aff = read_point_file(path, n_lead=self.n_lead)
-        xyz = pc_normalize(xyz)
         n = len(xyz)
+        if n < self.num_points:
+            raise DataError(f"{path}: {n} point(s), expected at least num_points={self.num_points} (the cloud "
+                            f"size the recipe asks for; fewer points would have to be repeated)")
+        xyz = pc_normalize(xyz)
         if n != self.num_points:
             rng = np.random.default_rng(zlib.crc32(path.encode()))
-            idx = rng.choice(n, self.num_points, replace=n < self.num_points)
+            idx = rng.choice(n, self.num_points, replace=False)
             xyz, aff = xyz[idx], aff[idx]
         val = (xyz.astype(np.float32), aff.astype(np.float32))
         if self.enabled:

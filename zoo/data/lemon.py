@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.core.batch import DataError
+from zoo.core.paths import resolve_data_path
 from zoo.core.registry import register
 from zoo.data.base import SplitDataModule, check_synthesize, seeded_split, synthesize_missing
 from zoo.data.formats import (
@@ -111,13 +113,13 @@ def read_contact(path: str) -> np.ndarray:
         try:  # some files may be .npy saved under a .pkl name
             data = np.load(path, allow_pickle=True)
         except Exception as e:
-            raise ValueError(f"{path}: not a readable contact pickle ({type(e).__name__}: {e})") from e
+            raise DataError(f"{path}: not a readable contact pickle ({type(e).__name__}: {e})") from e
     arr = np.asarray(data, dtype=np.float64)
     if arr.size != NUM_VERTS:
-        raise ValueError(f"{path}: contact has {arr.size} values (shape {arr.shape}), expected {NUM_VERTS} "
-                         f"(one per SMPL-H vertex)")
+        raise DataError(f"{path}: contact has {arr.size} values (shape {arr.shape}), expected {NUM_VERTS} "
+                        f"(one per SMPL-H vertex)")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{path}: contact has NaN/inf")
+        raise DataError(f"{path}: contact has NaN/inf")
     return arr.reshape(NUM_VERTS).astype(np.float32)
 
 
@@ -132,7 +134,7 @@ class LemonDataset(Dataset):
                  human: dict, image_size: int = 224, num_points: int = 2048, seed: int = 0,
                  load_images: bool = True, use_mask: bool = False, cache: CloudCache | None = None):
         if mode not in ("train", "val", "test"):
-            raise ValueError(f"LemonDataset: mode must be train, val or test, got {mode!r}")
+            raise DataError(f"LemonDataset: mode must be train, val or test, got {mode!r}")
         self.root = str(root)
         self.mode = mode
         self.image_size = image_size
@@ -147,14 +149,14 @@ class LemonDataset(Dataset):
         self.images = _read_list(self.img_list)
         self.points = _read_list(self.pt_list)
         if mode == "test" and len(self.points) != len(self.images):
-            raise ValueError(f"{self.pt_list}: {len(self.points)} point files but {self.img_list} has "
-                             f"{len(self.images)} images (test lists are aligned line by line)")
+            raise DataError(f"{self.pt_list}: {len(self.points)} point files but {self.img_list} has "
+                            f"{len(self.images)} images (test lists are aligned line by line)")
         self.labels = []
         for ln, p in enumerate(self.images, 1):
             fields = os.path.basename(p).rsplit(".", 1)[0].split("_")
             if len(fields) < 3 or fields[1] not in LEMON_AFFORDANCES:
-                raise ValueError(f"{self.img_list}: line {ln}: image name {p} does not read <Object>_<affordance>_<n> "
-                                 f"with an affordance among {', '.join(LEMON_AFFORDANCES)}")
+                raise DataError(f"{self.img_list}: line {ln}: image name {p} does not read <Object>_<affordance>_<n> "
+                                f"with an affordance among {', '.join(LEMON_AFFORDANCES)}")
             self.labels.append((fields[0], fields[1]))
         self.by_class: dict[str, list[int]] = {}
         for j, p in enumerate(self.points):
@@ -163,8 +165,8 @@ class LemonDataset(Dataset):
         if mode != "test":
             for r in self.rows.tolist():
                 if self.labels[r][0] not in self.by_class:
-                    raise ValueError(f"{self.img_list}: line {r + 1}: image {self.images[r]} is a '{self.labels[r][0]}'"
-                                     f" but {self.pt_list} lists no object file of that class")
+                    raise DataError(f"{self.img_list}: line {r + 1}: image {self.images[r]} is a '{self.labels[r][0]}'"
+                                    f" but {self.pt_list} lists no object file of that class")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -175,6 +177,70 @@ class LemonDataset(Dataset):
             raise FileNotFoundError(f"{list_file}: line {row + 1}: {what} not found: {stored} (looked under "
                                     f"{self.root} and its parent)")
         return p
+
+    @property
+    def point_list(self) -> str:
+        """The point list file."""
+        return self.pt_list
+
+    @property
+    def image_list(self) -> str:
+        """The image list file."""
+        return self.img_list
+
+    def point_path(self, j: int) -> str:
+        """The resolved object file of point-list row ``j``; FileNotFoundError naming the list line if missing."""
+        return self._resolve(self.points[j], "object file", self.pt_list, j)
+
+    def check_point(self, j: int) -> None:
+        """Parse point-list row ``j``'s file (strictly, at least ``num_points`` points) into the cache; errors name it."""
+        self.cache.get(self.point_path(j))
+
+    def _data_name(self) -> str:
+        return os.path.basename(os.path.abspath(self.root))
+
+    def contact_path(self, row: int) -> str:
+        """The resolved SMPL-H contact pickle of image row ``row``; FileNotFoundError naming the list line if missing."""
+        img_rel = _strip_to(self.images[row], "Images")
+        contact_rel = "smplh_contact_pkl/" + img_rel.split("/", 1)[1].rsplit(".", 1)[0] + ".pkl"
+        cpath = lemon_resolve(os.path.join(self._data_name(), contact_rel), self.root)
+        if cpath is None:
+            raise FileNotFoundError(f"{self.img_list}: line {row + 1}: contact file not found: {contact_rel} "
+                                    f"(under {self.root})")
+        return cpath
+
+    def mask_path(self, row: int) -> str:
+        """The resolved human-object mask of image row ``row`` (``use_mask``); FileNotFoundError if missing."""
+        img_rel = _strip_to(self.images[row], "Images")
+        mrel = f"mask/{img_rel.split('/')[1]}/{os.path.basename(img_rel).rsplit('.', 1)[0]}.png"
+        mpath = lemon_resolve(os.path.join(self._data_name(), mrel), self.root)
+        if mpath is None:
+            raise FileNotFoundError(f"{self.img_list}: line {row + 1}: mask not found: {mrel} (under {self.root})")
+        return mpath
+
+    def check_row(self, row: int) -> None:
+        """Check image row ``row`` as a sample will read it: the image (header only, not decoded), the contact
+        pickle, the human parameters, the mask (``use_mask``), in test mode the aligned object file, otherwise
+        that an object file of its class is left."""
+        ipath = self._resolve(self.images[row], "image", self.img_list, row)
+        paths = [("image", ipath)] + ([("mask", self.mask_path(row))] if self.load_images and self.use_mask else [])
+        for what, p in paths:
+            try:
+                image_size(p)
+            except Exception as e:  # PIL raises several types for broken files
+                raise DataError(f"{self.img_list}: line {row + 1}: {what} {p} is not readable "
+                                f"({type(e).__name__}: {e})") from e
+        read_contact(self.contact_path(row))
+        self._human(row)
+        if self.mode == "test":
+            self.check_point(row)
+        elif not self.by_class.get(self.labels[row][0]):
+            raise DataError(f"{self.img_list}: line {row + 1}: image {self.images[row]} is a '{self.labels[row][0]}'"
+                            f" but every object file of that class in {self.pt_list} is bad")
+
+    def drop_points(self, bad: set[int]) -> None:
+        """Remove point-list rows ``bad`` from the pools training and validation pairs are drawn from."""
+        self.by_class = {c: [j for j in js if j not in bad] for c, js in self.by_class.items()}
 
     def point_row(self, i: int, epoch: int = 0) -> int:
         """The point-list row paired with item ``i`` in ``epoch``."""
@@ -191,19 +257,19 @@ class LemonDataset(Dataset):
             raise KeyError(f"{self.img_list}: line {row + 1}: human_label.json has no entry '{key}'")
         param = rec.get("smplh_param")
         if not isinstance(param, dict):
-            raise ValueError(f"human_label.json['{key}']: no 'smplh_param' dict")
+            raise DataError(f"human_label.json['{key}']: no 'smplh_param' dict")
         out = {}
         for k, shape in _PARAM_SHAPES.items():
             if k not in param:
-                raise ValueError(f"human_label.json['{key}']['smplh_param']: key '{k}' missing")
+                raise DataError(f"human_label.json['{key}']['smplh_param']: key '{k}' missing")
             a = np.asarray(param[k], dtype=np.float64)
             if a.size != int(np.prod(shape)) or not np.isfinite(a).all():
-                raise ValueError(f"human_label.json['{key}']['smplh_param']['{k}']: expected {shape} finite values, "
-                                 f"got shape {a.shape}")
+                raise DataError(f"human_label.json['{key}']['smplh_param']['{k}']: expected {shape} finite values, "
+                                f"got shape {a.shape}")
             out[k] = a.reshape(shape)
         box = np.asarray(rec.get("human_box", [0, 0, 0, 0]), dtype=np.float64).reshape(-1)
         if box.size != 4 or not np.isfinite(box).all():
-            raise ValueError(f"human_label.json['{key}']['human_box']: expected [x1, y1, x2, y2], got {box.tolist()}")
+            raise DataError(f"human_label.json['{key}']['human_box']: expected [x1, y1, x2, y2], got {box.tolist()}")
         out["human_box"] = box
         return out
 
@@ -216,14 +282,9 @@ class LemonDataset(Dataset):
         row = int(self.rows[i])
         prow = self.point_row(i, epoch)
         obj, aff = self.labels[row]
-        xyz, aff_all = self.cache.get(self._resolve(self.points[prow], "object file", self.pt_list, prow))
+        xyz, aff_all = self.cache.get(self.point_path(prow))
         a_idx = LEMON_AFFORDANCES.index(aff)
-        img_rel = _strip_to(self.images[row], "Images")
-        contact_rel = "smplh_contact_pkl/" + img_rel.split("/", 1)[1].rsplit(".", 1)[0] + ".pkl"
-        cpath = lemon_resolve(os.path.join(os.path.basename(os.path.abspath(self.root)), contact_rel), self.root)
-        if cpath is None:
-            raise FileNotFoundError(f"{self.img_list}: line {row + 1}: contact file not found: {contact_rel} "
-                                    f"(under {self.root})")
+        cpath = self.contact_path(row)
         h = self._human(row)
         ipath = self._resolve(self.images[row], "image", self.img_list, row)
         S = self.image_size
@@ -248,12 +309,7 @@ class LemonDataset(Dataset):
         if self.load_images:
             img, _ = load_image(ipath, S, f"{self.img_list}: line {row + 1}")
             if self.use_mask:
-                obj_dir = img_rel.split("/")[1]
-                mrel = f"mask/{obj_dir}/{os.path.basename(img_rel).rsplit('.', 1)[0]}.png"
-                mpath = lemon_resolve(os.path.join(os.path.basename(os.path.abspath(self.root)), mrel), self.root)
-                if mpath is None:
-                    raise FileNotFoundError(f"{self.img_list}: line {row + 1}: mask not found: {mrel} (under {self.root})")
-                with Image.open(mpath) as m:
+                with Image.open(self.mask_path(row)) as m:
                     mk = np.asarray(m.convert("L").resize((S, S), Image.NEAREST)) > 0
                 # Masked-out pixels become black before normalisation, as lemon_3d multiplies the image by the mask.
                 black = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)
@@ -278,6 +334,16 @@ class LemonDataModule(SplitDataModule):
     split. ``load_images=False`` skips the photos; ``use_mask=True`` blacks out pixels
     outside the human-object mask as lemon_3d does. ``max_samples`` caps each split.
 
+    ``setup`` (any stage) checks every file a split will read before the first step: every object
+    file a sample may be paired with (parsed strictly; fewer than ``num_points`` points is an error
+    naming the file and both counts), every image (and mask) header, contact pickle and
+    ``human_label.json`` entry. ``fit``/``validate``/None set up train, val and test; ``test``/
+    ``predict`` the test split. ``skip_bad=True`` drops bad samples (and bad train object files)
+    instead, as DAMON and PIAD do: counted in ``num_skipped``, listed in ``skipped``, logged and
+    reported by :meth:`data_report`; a split left with none, or with more than
+    ``max_skip_fraction`` (0.5) of it dropped, fails naming the split, the list file, the counts
+    and the first problem. ``root`` is resolved with :func:`zoo.core.paths.resolve_data_path`.
+
     ``synthesize`` (keyword arguments of :func:`zoo.data.synthetic.lemon.generate_lemon`, e.g.
     ``{"n": 300, "seed": 0}``): when the list files and ``human_label.json`` are not under
     ``root``, ``prepare_data`` (or the first ``setup``) writes a synthetic set there, posing the
@@ -291,19 +357,24 @@ class LemonDataModule(SplitDataModule):
     def __init__(self, root: str, batch_size: int = 8, num_workers: int = 0, image_size: int = 224, seed: int = 0,
                  val_fraction: float = 0.1, num_points: int = 2048, load_images: bool = True, use_mask: bool = False,
                  max_samples: int | None = None, cache: bool = True, pin_memory: bool = False,
-                 drop_last: bool = False, synthesize: dict | None = None):
+                 drop_last: bool = False, synthesize: dict | None = None, skip_bad: bool = False,
+                 max_skip_fraction: float = 0.5):
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"lemon: batch_size must be positive, got {batch_size}")
+            raise DataError(f"lemon: batch_size must be positive, got {batch_size}")
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise DataError(f"lemon: max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"lemon: val_fraction must be in [0, 1), got {val_fraction}")
+            raise DataError(f"lemon: val_fraction must be in [0, 1), got {val_fraction}")
         if synthesize is not None:
             from zoo.data.synthetic.lemon import generate_lemon
 
             synthesize = check_synthesize("lemon", generate_lemon, synthesize)
         self.save_hyperparameters()
-        self.root = str(root)
+        self.root = str(resolve_data_path(root))
         self._cache = CloudCache(num_points, cache, n_lead=0)
+        self.num_skipped = 0
+        self.skipped: list[tuple[str, int, str]] = []  # (list file, 0-based line, problem)
         self._human: dict | None = None
         self._classes: list[str] | None = None
         self.train_set: LemonDataset | None = None
@@ -323,7 +394,7 @@ class LemonDataModule(SplitDataModule):
             try:
                 self._human = json.loads(path.read_text())
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from e
+                raise DataError(f"{path}: not valid JSON ({e})") from e
         return self._human
 
     @property
@@ -366,16 +437,22 @@ class LemonDataModule(SplitDataModule):
                            f"with seed {seed} ({args})")
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        """Build and check the datasets of a stage: 'fit', 'validate' or None set up train, val and test (every
+        file checked before the first training step); 'test' and 'predict' the test split."""
         self._ensure_data()
         if stage in (None, "fit", "validate") and self.train_set is None:
             n = len(_read_list(Path(self.root) / "txt_scripts" / "train.txt"))
             val_rows, train_rows = seeded_split(n, self.hparams.val_fraction, self.hparams.seed)
-            self.val_set = self._dataset("train", "val", self._cap(val_rows))
-            self.train_set = self._dataset("train", "train", self._cap(train_rows))
-        if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = self._dataset("val", "test", None)
-            self.test_set.rows = self._cap(self.test_set.rows)
+            val = self._dataset("train", "val", self._cap(val_rows))
+            train = self._dataset("train", "train", self._cap(train_rows))
+            self._check_paired(train, val)
+            self.val_set, self.train_set = val, train
+        if self.test_set is None:
+            test = self._dataset("val", "test", None)
+            test.rows = self._cap(test.rows)
+            test.rows = np.asarray(self._drop_bad("test", test.image_list, test.rows.tolist(), test.check_row),
+                                   dtype=np.int64)
+            self.test_set = test
 
     def _sampler(self, n: int) -> PairSampler:
         # (index, epoch) keys: object clouds are redrawn per epoch

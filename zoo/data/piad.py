@@ -14,8 +14,9 @@ class; skipped), ``x y z`` and the 17 affordance values (22 fields). A line with
 field count, a non-number, a non-finite value or an affordance outside [0, 1] raises a
 ValueError naming the file and the 1-based line. Points are centred on their mean and
 scaled so the farthest point is at distance 1 (IAGNet's ``pc_normalize``). A file with
-other than ``num_points`` (2048) points is resampled to it (a fixed subset or repetition
-seeded by the file's path), so clouds batch. Parsed clouds are cached in memory.
+more than ``num_points`` (2048) points gives a fixed subset of them (seeded by the file's
+path), so clouds batch; a file with fewer is an error naming it and both counts.
+Parsed clouds are cached in memory. Every file is checked at ``setup`` (see ``PiadDataModule``).
 
 Names: the object class of a point file is the second-to-last ``_`` field of its name;
 an image name ends ``..._<Object>_<affordance>_<n>.jpg`` and only that affordance's
@@ -53,6 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.core.batch import DataError
+from zoo.core.paths import resolve_data_path
 from zoo.core.registry import register
 from zoo.data.base import SplitDataModule, check_synthesize, seeded_split, synthesize_missing
 from zoo.data.formats import (
@@ -78,12 +81,11 @@ def _read_list(path: str | os.PathLike) -> list[str]:
     return read_list(path, "PIAD list file", _LIST_HINT)
 
 
-
 def point_file_class(path: str) -> str:
     """The object class of a point file: the second-to-last ``_`` field of its name."""
     fields = os.path.basename(path).rsplit(".", 1)[0].split("_")
     if len(fields) < 2:
-        raise ValueError(f"point file name {path} does not end _<Object>_<n>")
+        raise DataError(f"point file name {path} does not end _<Object>_<n>")
     return fields[-2]
 
 
@@ -91,7 +93,7 @@ def parse_image_name(path: str) -> tuple[str, str]:
     """(object, affordance) of an image name ``..._<Object>_<affordance>_<n>.<ext>``."""
     fields = os.path.basename(path).rsplit(".", 1)[0].split("_")
     if len(fields) < 3:
-        raise ValueError(f"image name {path} does not end _<Object>_<affordance>_<n>")
+        raise DataError(f"image name {path} does not end _<Object>_<affordance>_<n>")
     return fields[-3], fields[-2]
 
 
@@ -101,17 +103,17 @@ def read_boxes(path: str) -> tuple[np.ndarray, np.ndarray]:
         with open(path) as fh:
             data = json.load(fh)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable LabelMe JSON box file ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: not a readable LabelMe JSON box file ({type(e).__name__}: {e})") from e
     boxes: dict[str, np.ndarray] = {}
     for shape in data.get("shapes", []):
         label = shape.get("label")
         if label in ("subject", "object"):
             pts = np.asarray(shape.get("points", []), dtype=np.float64)
             if pts.shape != (2, 2) or not np.isfinite(pts).all():
-                raise ValueError(f"{path}: shape '{label}' needs two finite corner points, got {pts.tolist()}")
+                raise DataError(f"{path}: shape '{label}' needs two finite corner points, got {pts.tolist()}")
             boxes[label] = np.concatenate([pts.min(0), pts.max(0)])
     if "object" not in boxes:
-        raise ValueError(f"{path}: no 'object' shape (LabelMe JSON with 'subject' and 'object' rectangles)")
+        raise DataError(f"{path}: no 'object' shape (LabelMe JSON with 'subject' and 'object' rectangles)")
     return boxes.get("subject", np.zeros(4)), boxes["object"]
 
 
@@ -127,7 +129,7 @@ class PiadDataset(Dataset):
                  image_size: int = 224, num_points: int = 2048, seed: int = 0, pairs_per_image: int = 1,
                  load_images: bool = True, cache: CloudCache | None = None):
         if mode not in ("train", "val", "test"):
-            raise ValueError(f"PiadDataset: mode must be train, val or test, got {mode!r}")
+            raise DataError(f"PiadDataset: mode must be train, val or test, got {mode!r}")
         self.dir = str(setting_dir)
         self.roots = path_roots(setting_dir)
         self.mode = mode
@@ -141,34 +143,34 @@ class PiadDataset(Dataset):
         self.images = _read_list(self.lists["Img"])
         self.boxes = _read_list(self.lists["Box"])
         if len(self.images) != len(self.boxes):
-            raise ValueError(f"{self.lists['Img']}: {len(self.images)} images but {self.lists['Box']} has "
-                             f"{len(self.boxes)} box files (expected one per image)")
+            raise DataError(f"{self.lists['Img']}: {len(self.images)} images but {self.lists['Box']} has "
+                            f"{len(self.boxes)} box files (expected one per image)")
         if mode == "test" and len(self.points) != len(self.images):
-            raise ValueError(f"{self.lists['Point']}: {len(self.points)} point files but {self.lists['Img']} has "
-                             f"{len(self.images)} images (test lists are aligned line by line)")
+            raise DataError(f"{self.lists['Point']}: {len(self.points)} point files but {self.lists['Img']} has "
+                            f"{len(self.images)} images (test lists are aligned line by line)")
         self.labels = []
         for ln, p in enumerate(self.images, 1):
             try:
                 obj, aff = parse_image_name(p)
             except ValueError as e:
-                raise ValueError(f"{self.lists['Img']}: line {ln}: {e}") from None
+                raise DataError(f"{self.lists['Img']}: line {ln}: {e}") from None
             if aff not in AFFORDANCES:
-                raise ValueError(f"{self.lists['Img']}: line {ln}: image {p} names affordance '{aff}', expected one "
-                                 f"of {', '.join(AFFORDANCES)}")
+                raise DataError(f"{self.lists['Img']}: line {ln}: image {p} names affordance '{aff}', expected one "
+                                f"of {', '.join(AFFORDANCES)}")
             self.labels.append((obj, aff))
         self.by_class: dict[str, list[int]] = {}
         for j, p in enumerate(self.points):
             try:
                 self.by_class.setdefault(point_file_class(p), []).append(j)
             except ValueError as e:
-                raise ValueError(f"{self.lists['Point']}: line {j + 1}: {e}") from None
+                raise DataError(f"{self.lists['Point']}: line {j + 1}: {e}") from None
         self.rows = np.arange(len(self.images)) if rows is None else np.asarray(rows, dtype=np.int64)
         if mode != "test":
             for r in self.rows.tolist():
                 if self.labels[r][0] not in self.by_class:
-                    raise ValueError(f"{self.lists['Img']}: line {r + 1}: image {self.images[r]} is a "
-                                     f"'{self.labels[r][0]}' but {self.lists['Point']} lists no point file of that "
-                                     f"class (classes there: {', '.join(sorted(self.by_class))})")
+                    raise DataError(f"{self.lists['Img']}: line {r + 1}: image {self.images[r]} is a "
+                                    f"'{self.labels[r][0]}' but {self.lists['Point']} lists no point file of that "
+                                    f"class (classes there: {', '.join(sorted(self.by_class))})")
         self.classes = classes if classes is not None else sorted(set(PIAD_OBJECTS) | set(self.by_class))
 
     def __len__(self) -> int:
@@ -180,6 +182,45 @@ class PiadDataset(Dataset):
             raise FileNotFoundError(f"{self.lists[list_key]}: line {row + 1}: {what} not found: {stored} "
                                     f"(looked relative to {', '.join(self.roots)})")
         return p
+
+    @property
+    def point_list(self) -> str:
+        """The point list file."""
+        return self.lists["Point"]
+
+    @property
+    def image_list(self) -> str:
+        """The image list file."""
+        return self.lists["Img"]
+
+    def point_path(self, j: int) -> str:
+        """The resolved point file of point-list row ``j``; FileNotFoundError naming the list line if missing."""
+        return self._resolve(self.points[j], "point file", "Point", j)
+
+    def check_point(self, j: int) -> None:
+        """Parse point-list row ``j``'s file (strictly, at least ``num_points`` points) into the cache; errors name it."""
+        self.cache.get(self.point_path(j))
+
+    def check_row(self, row: int) -> None:
+        """Check image row ``row`` as a sample will read it: the image (header only, not decoded), the box file,
+        in test mode the aligned point file, otherwise that a point file of its class is left."""
+        ipath = self._resolve(self.images[row], "image", "Img", row)
+        try:
+            image_size(ipath)
+        except Exception as e:  # PIL raises several types for broken files
+            raise DataError(f"{self.lists['Img']}: line {row + 1}: image {ipath} is not readable "
+                            f"({type(e).__name__}: {e})") from e
+        read_boxes(self._resolve(self.boxes[row], "box file", "Box", row))
+        if self.mode == "test":
+            self.check_point(row)
+        elif not self.by_class.get(self.labels[row][0]):
+            raise DataError(f"{self.lists['Img']}: line {row + 1}: image {self.images[row]} is a "
+                            f"'{self.labels[row][0]}' but every point file of that class in {self.lists['Point']} "
+                            f"is bad")
+
+    def drop_points(self, bad: set[int]) -> None:
+        """Remove point-list rows ``bad`` from the pools training and validation pairs are drawn from."""
+        self.by_class = {c: [j for j in js if j not in bad] for c, js in self.by_class.items()}
 
     def point_row(self, i: int, epoch: int = 0) -> int:
         """The point-list row paired with item ``i`` in ``epoch``."""
@@ -200,8 +241,8 @@ class PiadDataset(Dataset):
         xyz, aff_all = self.cache.get(ppath)
         a_idx = AFFORDANCES.index(aff)
         if obj not in self.classes:
-            raise ValueError(f"{self.lists['Img']}: line {row + 1}: object '{obj}' is not among the classes "
-                             f"{self.classes}")
+            raise DataError(f"{self.lists['Img']}: line {row + 1}: object '{obj}' is not among the classes "
+                            f"{self.classes}")
         bpath = self._resolve(self.boxes[row], "box file", "Box", row)
         subj, objb = read_boxes(bpath)
         item: dict[str, Any] = {
@@ -252,6 +293,19 @@ class PiadDataModule(SplitDataModule):
     split; ``max_samples`` caps each split's images. ``load_images=False`` skips decoding
     the photos (no ``image`` key). ``cache`` keeps parsed clouds in memory.
 
+    ``setup`` (any stage) checks every file a split will read before the first step: it parses
+    every point file a sample may be paired with (strictly; fewer than ``num_points`` points is
+    an error naming the file and both counts), opens every image header (not decoding it) and
+    reads every box file. ``fit``/``validate``/None set up train, val and test; ``test``/
+    ``predict`` the test split. Parsed clouds go into the cache (``cache=True``), so the parse
+    is not repeated in the first epoch. ``skip_bad=True`` drops bad samples instead (a bad train
+    point file leaves the pools; an image whose class has no point file left is dropped), as
+    DAMON does: counted in ``num_skipped``, listed in ``skipped``, logged and reported by
+    :meth:`data_report` (``point_files`` / ``skipped_point_files`` for the train list's clouds);
+    a split left with none, or with more than ``max_skip_fraction`` (0.5) of its images or point
+    files dropped, fails naming the split, the list file, the counts and the first problem.
+    ``root`` is resolved with :func:`zoo.core.paths.resolve_data_path` into ``self.root``.
+
     ``synthesize`` (keyword arguments of :func:`zoo.data.synthetic.piad.generate_piad`, e.g.
     ``{"n_objects": 440, "n_images": 440, "seed": 0}``): when the setting's six list files are
     not under ``root``, ``prepare_data`` (or the first ``setup``) writes a synthetic set there
@@ -264,23 +318,27 @@ class PiadDataModule(SplitDataModule):
                  image_size: int = 224, seed: int = 0, pairs_per_image: int = 1, val_fraction: float = 0.1,
                  num_points: int = 2048, load_images: bool = True, max_samples: int | None = None,
                  cache: bool = True, pin_memory: bool = False, drop_last: bool = False,
-                 synthesize: dict | None = None):
+                 synthesize: dict | None = None, skip_bad: bool = False, max_skip_fraction: float = 0.5):
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"piad: batch_size must be positive, got {batch_size}")
+            raise DataError(f"piad: batch_size must be positive, got {batch_size}")
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise DataError(f"piad: max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"piad: val_fraction must be in [0, 1), got {val_fraction}")
+            raise DataError(f"piad: val_fraction must be in [0, 1), got {val_fraction}")
         if pairs_per_image < 1:
-            raise ValueError(f"piad: pairs_per_image must be >= 1, got {pairs_per_image}")
+            raise DataError(f"piad: pairs_per_image must be >= 1, got {pairs_per_image}")
         if image_size <= 0 or num_points <= 0:
-            raise ValueError(f"piad: image_size and num_points must be positive, got {image_size}, {num_points}")
+            raise DataError(f"piad: image_size and num_points must be positive, got {image_size}, {num_points}")
         if synthesize is not None:
             from zoo.data.synthetic.piad import generate_piad
 
             synthesize = check_synthesize("piad", generate_piad, synthesize)
         self.save_hyperparameters()
-        self.root = str(root)
+        self.root = str(resolve_data_path(root))
         self._cache = CloudCache(num_points, cache)
+        self.num_skipped = 0
+        self.skipped: list[tuple[str, int, str]] = []  # (list file, 0-based line, problem)
         self.train_set: PiadDataset | None = None
         self.val_set: PiadDataset | None = None
         self.test_set: PiadDataset | None = None
@@ -328,17 +386,22 @@ class PiadDataModule(SplitDataModule):
                            f"there with seed {seed} ({args})")
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets a stage needs ('fit', 'validate', 'test', 'predict' or None for all)."""
+        """Build and check the datasets of a stage: 'fit', 'validate' or None set up train, val and test (every
+        file checked before the first training step); 'test' and 'predict' the test split."""
         self._ensure_data()
         if stage in (None, "fit", "validate") and self.train_set is None:
             n = len(_read_list(self.setting_dir / "Img_Train.txt"))
             val_rows, train_rows = seeded_split(n, self.hparams.val_fraction, self.hparams.seed)
-            self.val_set = self._dataset("Train", "val", self._cap(val_rows))
-            self.train_set = self._dataset("Train", "train", self._cap(train_rows))
-        if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = self._dataset("Test", "test", None)
-            if self.hparams.max_samples is not None:
-                self.test_set.rows = self._cap(self.test_set.rows)
+            val = self._dataset("Train", "val", self._cap(val_rows))
+            train = self._dataset("Train", "train", self._cap(train_rows))
+            self._check_paired(train, val)
+            self.val_set, self.train_set = val, train
+        if self.test_set is None:
+            test = self._dataset("Test", "test", None)
+            test.rows = self._cap(test.rows)
+            test.rows = np.asarray(self._drop_bad("test", test.image_list, test.rows.tolist(), test.check_row),
+                                   dtype=np.int64)
+            self.test_set = test
 
     def _sampler(self, n: int) -> PairSampler:
         # (index, epoch) keys: each training image is paired with a cloud redrawn per epoch
