@@ -9,6 +9,7 @@ TOY_REGISTRY = """
 components:
   system:
     toy_linear: {import: "toy_components:ToyLinear", summary: "toy logistic regression"}
+    toy_other: {import: "toy_components:ToyOther", summary: "toy logistic regression under another name"}
   datamodule:
     toy_blobs: {import: "toy_components:ToyBlobs", summary: "toy blobs"}
 checkpoints:
@@ -27,6 +28,11 @@ logger: {name: none}
 checkpoint: {monitor: val/f1, mode: max}
 """
 
+TOY_OTHER = """\
+extends: [toy/base]
+system: {name: toy_other}
+"""
+
 TOY_CHILD = """\
 extends: [toy/base]
 system: {lr: 0.05}
@@ -37,4 +43,4 @@ trainer: {max_epochs: 3}
 @pytest.fixture
 def toy_env(zoo_files):
     """ZOO_REGISTRY / ZOO_RECIPES pointing at toy files; returns the recipes dir."""
-    return zoo_files(TOY_REGISTRY, {"toy/base": TOY_BASE, "toy/child": TOY_CHILD}, HERE)
+    return zoo_files(TOY_REGISTRY, {"toy/base": TOY_BASE, "toy/child": TOY_CHILD, "toy/other": TOY_OTHER}, HERE)

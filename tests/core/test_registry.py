@@ -43,8 +43,8 @@ def test_yaml_and_decorators_agree_both_ways():
 
 
 def test_unknown_name_lists_closest(toy_env):
-    with pytest.raises(registry.RegistryError, match=r"unknown system 'toy_lin'; closest: toy_linear "
-                                                     r"\(available systems: toy_linear\)"):
+    with pytest.raises(registry.RegistryError, match=r"unknown system 'toy_lin'; closest: toy_linear, "
+                                                     r"toy_other \(available systems: toy_linear, toy_other\)"):
         registry.get("system", "toy_lin")
     with pytest.raises(registry.RegistryError, match=r"unknown component kind 'sytem'; did you mean system"):
         registry.get("sytem", "toy_linear")
@@ -108,7 +108,7 @@ def test_interfaces_cover_every_kind():
 
 def test_wrong_kind_names_the_kind_it_is(toy_env):
     with pytest.raises(registry.RegistryError, match=r"^'toy_blobs' is a datamodule, not a system "
-                                                     r"\(available systems: toy_linear\)$"):
+                                                     r"\(available systems: toy_linear, toy_other\)$"):
         registry.get("system", "toy_blobs")
 
 

@@ -1,4 +1,10 @@
-"""A toy system and datamodule registered into a temporary registry, to test the machinery."""
+"""A toy system and datamodule registered into a temporary registry, to test the machinery.
+
+``TOY_SIGNAL_AT="TERM:5"`` (or INT / USR1, several separated by commas) makes the toy system send
+that signal to its own process during training step 5: a real signal, mid-epoch, at a known step.
+"""
+import os
+import signal
 from typing import Literal
 
 import lightning as L
@@ -6,6 +12,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.core.registry import register
+from zoo.data.sampling import EpochShuffleSampler, ResumableLoader
+
+
+def _signal_at(step: int) -> None:
+    for item in filter(None, os.environ.get("TOY_SIGNAL_AT", "").split(",")):
+        name, _, at = item.partition(":")
+        if int(at) == step:
+            os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
 
 @register("system", "toy_linear")
@@ -26,6 +40,7 @@ class ToyLinear(L.LightningModule):
         return torch.nn.functional.binary_cross_entropy_with_logits(self(x), y)
 
     def training_step(self, batch, i):
+        _signal_at(self.global_step)
         loss = self._loss(batch)
         self.log("train/loss", loss)
         return loss
@@ -52,6 +67,11 @@ class ToyLinear(L.LightningModule):
         return cls(self.parameters(), lr=self.hparams.lr)
 
 
+@register("system", "toy_other")
+class ToyOther(ToyLinear):
+    """The same model under another name: a checkpoint of one must not resume as the other."""
+
+
 @register("datamodule", "toy_blobs")
 class ToyBlobs(L.LightningDataModule):
     """Two Gaussian blobs; a seeded, shuffled train split so resume equality is meaningful."""
@@ -63,9 +83,11 @@ class ToyBlobs(L.LightningDataModule):
         x = torch.randn(n, in_dim, generator=g) + (y[:, None] * 2 - 1)
         self.ds = TensorDataset(x, y)
         self.batch_size = batch_size
+        self.seed = seed
 
     def train_dataloader(self):
-        return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
+        # the zoo's loader: an order fixed by (seed, epoch), resumable mid-epoch
+        return ResumableLoader(self.ds, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(self.ds), self.seed))
 
     def setup(self, stage=None):
         pass

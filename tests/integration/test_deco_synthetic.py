@@ -44,6 +44,13 @@ def test_fit_loss_decreases_and_exports(synth, in_tmp):
     assert json.loads((res.export_dir / "eval_metrics.json").read_text()) == ev.metrics
     assert abs(ev.metrics["test/f1"] - m["test/f1"]) < 1e-5, "eval of the export must reproduce the run's test F1"
 
+    # an evaluation-time setting given to eval is applied to the loaded model, not recorded and ignored
+    strict = run.evaluate(R.load("deco/synthetic", [
+        f"data.root={damon}", f"ckpt={res.export_dir}", "data.batch_size=8",
+        "system.metrics=[{name: contact_prf, threshold: 0.99}]"]), out=in_tmp / "strict.json")
+    assert {"test/f1", "test/precision", "test/recall"} <= set(strict.metrics)
+    assert strict.metrics["test/recall"] < ev.metrics["test/recall"] - 0.05, (strict.metrics, ev.metrics)
+
 
 def test_resume_equals_uninterrupted(synth, in_tmp, same_last_checkpoint):
     _, damon = synth

@@ -1,6 +1,11 @@
-"""Callbacks the run loop attaches to every run: exact-resume state, figures, and per-epoch progress lines."""
+"""Callbacks the run loop attaches to every run: exact-resume state and the metrics history, saving
+``last.ckpt`` when a run is stopped by a signal, changed learning rates on resume, figures, and
+per-epoch progress lines."""
 from __future__ import annotations
 
+import csv
+import io
+import math
 import random
 import sys
 import time
@@ -11,18 +16,43 @@ import numpy as np
 import torch
 from lightning import Callback
 
-from zoo.core.atomic import atomic_write_image
+from zoo.core.atomic import atomic_write_image, atomic_write_text
 
-__all__ = ["ZooStateCallback", "Figures", "EpochLine", "format_duration"]
+__all__ = ["ZooStateCallback", "StopCheckpoint", "RescaleLR", "Figures", "EpochLine", "format_duration",
+           "history_rows", "read_history"]
 
 
 class ZooStateCallback(Callback):
     """Stores what exact resume needs beyond Lightning's own state: RNG states, the component's
-    registry identity and recipe, and the W&B run id."""
+    registry identity and recipe, the W&B run id, and the metrics history.
 
-    def __init__(self, recipe: dict | None = None, wandb_id: str | None = None):
+    The history is one row per finished training epoch (epoch, step and every logged scalar),
+    kept in each checkpoint and written to ``history_path`` (CSV) after every epoch. A resumed
+    run starts from the rows of the checkpoint it resumes, so the file lists every epoch exactly
+    once whatever was lost with the process (rows written after the last checkpoint are
+    dropped and written again when those epochs are trained again).
+    """
+
+    def __init__(self, recipe: dict | None = None, wandb_id: str | None = None, history_path: str | Path | None = None):
         self.recipe = recipe
         self.wandb_id = wandb_id
+        self.history_path = Path(history_path) if history_path is not None else None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
+        # Runs before ModelCheckpoint saves (monitoring callbacks come last), so the row is in that checkpoint.
+        if trainer.sanity_checking:
+            return
+        row: dict[str, float] = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        for key, value in sorted(trainer.callback_metrics.items()):
+            try:
+                v = float(value.item() if hasattr(value, "item") else value)
+            except (TypeError, ValueError, RuntimeError):
+                continue
+            row[key] = v
+        self.history = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
+        if self.history_path is not None and trainer.is_global_zero:
+            atomic_write_text(self.history_path, history_csv(self.history))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: D102
         checkpoint["zoo"] = {
@@ -31,6 +61,7 @@ class ZooStateCallback(Callback):
             "recipe": dict(self.recipe) if self.recipe is not None else None,
             "recipe_name": getattr(self.recipe, "name", None),
             "wandb_id": self.wandb_id,
+            "history": [dict(r) for r in self.history],
         }
         # Plain tensors, ints and lists only, so the checkpoint loads with torch.load(weights_only=True).
         np_state = np.random.get_state()
@@ -43,6 +74,9 @@ class ZooStateCallback(Callback):
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: D102
+        self.history = [dict(r) for r in (checkpoint.get("zoo") or {}).get("history") or []]
+        if self.history_path is not None and trainer.is_global_zero:
+            atomic_write_text(self.history_path, history_csv(self.history))
         rng = checkpoint.get("rng_states")
         if rng:
             torch.set_rng_state(rng["torch"])
@@ -50,6 +84,77 @@ class ZooStateCallback(Callback):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             version, internal, gauss = rng["python"]
             random.setstate((version, tuple(internal), gauss))
+
+
+def history_csv(rows: list[dict[str, float]]) -> str:
+    """CSV text of history rows: epoch, step, then every other key in sorted order; blank where a row has none."""
+    keys = ["epoch", "step"] + sorted({k for r in rows for k in r} - {"epoch", "step"})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for r in rows:
+        out = []
+        for k in keys:
+            v = r.get(k)
+            out.append("" if v is None else (str(int(v)) if k in ("epoch", "step") else repr(float(v))))
+        w.writerow(out)
+    return buf.getvalue()
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a history.csv as dicts of floats (blank cells left out)."""
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+history_rows = read_history
+
+
+class StopCheckpoint(Callback):
+    """Saves ``last.ckpt`` when the fit stops on SIGTERM or a first Ctrl-C.
+
+    The run loop turns SIGINT into the same graceful stop Lightning uses for SIGTERM: the
+    flag is checked after each training batch, so the checkpoint holds a finished batch and the
+    loader position (ResumableLoader); a resumed run continues with the next batch. ``path`` is
+    the checkpoint to write; ``saved`` is set once written.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:  # noqa: D102
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and not trainer.sanity_checking and trainer.global_step > 0:
+            trainer.save_checkpoint(str(self.path))
+            self.saved = self.path
+
+
+class RescaleLR(Callback):
+    """On resume with a changed learning rate: multiply every optimiser group's lr (and the LR schedulers'
+    base lrs) by ``factor`` once the checkpoint's optimiser state is restored, so the recorded lr is the one used."""
+
+    def __init__(self, factor: float, note: str = ""):
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"RescaleLR: factor must be a positive number, got {factor}")
+        self.factor = factor
+        self.note = note
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * self.factor
+                if "initial_lr" in group:
+                    group["initial_lr"] = group["initial_lr"] * self.factor
+        for cfg in trainer.lr_scheduler_configs:
+            sched = cfg.scheduler
+            if hasattr(sched, "base_lrs"):
+                sched.base_lrs = [lr * self.factor for lr in sched.base_lrs]
+            if hasattr(sched, "_last_lr"):
+                sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+        if self.note and trainer.is_global_zero:
+            print(f"[resume] {self.note}", flush=True)
 
 
 class Figures(Callback):

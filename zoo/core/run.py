@@ -6,33 +6,46 @@ thread settings behave the same everywhere. ``run.mode`` (fit | test | predict) 
 the function :func:`execute` runs.
 
 A training run writes ``runs/<recipe>/<time>/`` with ``resolved.yaml``, ``checkpoints/``
-(Lightning ``.ckpt``, written atomically), ``metrics.json`` (flat test metrics), ``figures/`` and
-``export/`` (``model.safetensors`` + ``config.yaml`` for ``zoo.load``).
+(Lightning ``.ckpt``, written atomically), ``history.csv`` (one row per epoch), ``metrics.json``
+(flat test metrics and data counts), ``figures/`` and ``export/`` (``model.safetensors`` +
+``config.yaml`` for ``zoo.load``). docs/runs.md says what survives which failure.
+
+Exit codes: 0 done; 130 stopped by SIGINT (Ctrl-C) and 143 by SIGTERM, both after saving
+``last.ckpt`` and printing the resume command; 2 bad input (recipe, data, checkpoint).
 """
 from __future__ import annotations
 
+import copy
+import fnmatch
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.core import registry
-from zoo.core.atomic import atomic_path, atomic_write_text
-from zoo.core.callbacks import EpochLine, Figures, ZooStateCallback
-from zoo.core.recipe import ConfigError, Recipe, RecipeError, locate
+from zoo.core.atomic import atomic_path, atomic_write_text, clean_stale_temporaries
+from zoo.core.batch import DataError
+from zoo.core.callbacks import EpochLine, Figures, RescaleLR, StopCheckpoint, ZooStateCallback
+from zoo.core.recipe import CLI, ConfigError, Recipe, RecipeError, locate
 
 __all__ = ["train", "evaluate", "predict", "execute", "cli", "RunResult", "RUN_DIR_ENV", "apply_threads",
-           "build_trainer", "build_components", "prepare_run_dir", "flat_metrics", "write_metrics", "print_metrics"]
+           "build_trainer", "build_components", "prepare_run_dir", "plan_resume", "ResumePlan", "flat_metrics",
+           "write_metrics", "print_metrics", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 RUN_DIR_ENV = "ZOO_RUN_DIR"  # inherited by launcher child processes (DDP), which re-run the script
 THREADS_ENV = "ZOO_THREADS"  # overrides run.threads
+EXIT_INTERRUPTED = 130  # SIGINT (128 + 2), as a shell reports a Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15)
 
 
 @dataclass
@@ -47,8 +60,10 @@ class RunResult:
 
 
 def is_global_zero() -> bool:
-    """Rank 0 before the Trainer exists (Lightning's launchers set these variables in children)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    """Rank 0 before the Trainer exists (Lightning's launchers set RANK / LOCAL_RANK in children; srun sets
+    SLURM_PROCID in every task)."""
+    rank = os.environ.get("RANK") or (os.environ.get("SLURM_PROCID") if _slurm_job() else None)
+    return int(rank or os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -124,6 +139,48 @@ def apply_threads(recipe: Recipe) -> int | None:
 
 # --------------------------------------------------------------------------- run dir + resume
 
+# Settings a resumed run may change. They take effect because the trainer, logger, loaders and
+# test are built from the resumed recipe; each change is printed. The learning rate (LR_KEYS) is
+# applied by rescaling the restored optimiser (RescaleLR). Any other change is refused: the
+# checkpoint's weights, optimiser state and data order belong to the settings it was trained with.
+APPLIED_ON_RESUME = (
+    "resume", "ckpt", "trust", "test", "export", "description", "run.*", "logger.*",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.min_epochs", "trainer.min_steps",
+    "trainer.limit_*", "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
+    "trainer.log_every_n_steps", "trainer.enable_*", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
+    "trainer.strategy", "trainer.num_sanity_val_steps", "checkpoint.save_top_k", "checkpoint.save_last",
+    "checkpoint.every_n_*", "data.num_workers", "data.pin_memory",
+)
+LR_KEYS = ("system.lr", "system.optim.lr")
+_MISSING = object()
+
+
+@dataclass
+class ResumePlan:
+    """What a resumed run continues: the run directory and checkpoint, the recipe it runs (the one
+    recorded in the checkpoint with this command's changes), and those changes as (key, old, new)."""
+
+    run_dir: Path
+    ckpt: Path
+    recipe: Recipe
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    lr_factor: float | None = None
+    kept: list[str] = field(default_factory=list)  # keys whose recipe-file value changed; the run's value is kept
+
+
+def _slurm_job() -> str | None:
+    """The SLURM job id (``<array job>_<task>`` for array jobs) when running under SLURM, else None."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest of a run's checkpoints/last.ckpt and Lightning's SLURM hpc_ckpt_*.ckpt (pre-emption saves)."""
+    cands = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
+
 
 def _find_resume(recipe: Recipe, resume: str) -> tuple[Path, Path]:
     """(run_dir, ckpt) for resume=last (newest run of this recipe with last.ckpt) or resume=PATH."""
@@ -134,44 +191,200 @@ def _find_resume(recipe: Recipe, resume: str) -> tuple[Path, Path]:
             raise FileNotFoundError(f"resume=last: no run of recipe '{recipe.name}' with checkpoints/last.ckpt "
                                     f"under {base}")
         ck = cands[-1]
-        return ck.parent.parent, ck
-    p = Path(resume)
+        return ck.parent.parent.resolve(), ck.resolve()
+    p = Path(resume).expanduser()
     if p.is_dir():
-        ck = p / "checkpoints" / "last.ckpt"
-        if not ck.is_file():
-            raise FileNotFoundError(f"resume={resume}: {ck} not found")
-        return p, ck
+        ck = _newest_checkpoint(p)
+        if ck is None:
+            raise FileNotFoundError(f"resume={resume}: {p / 'checkpoints' / 'last.ckpt'} not found")
+        return p.resolve(), ck.resolve()
     if not p.is_file():
         raise FileNotFoundError(f"resume={resume}: no such checkpoint file or run directory")
     run_dir = p.parent.parent if p.parent.name == "checkpoints" else p.parent
-    return run_dir, p
+    return run_dir.resolve(), p.resolve()
 
 
-def prepare_run_dir(recipe: Recipe) -> tuple[Path, Path | None, bool]:
-    """Create (or, on resume, reuse) runs/<recipe>/<time>/; returns (run_dir, resume_ckpt, owns_env).
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The zoo metadata, epoch and step of a Lightning checkpoint, read with ``weights_only=True`` (tensors are
+    memory-mapped, not read)."""
+    from zoo.core.hub import CheckpointError
 
-    The directory is published in $ZOO_RUN_DIR for the launcher's child processes; ``owns_env``
-    says this call set it, so the caller clears it when the run returns.
+    try:
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            ck = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as exc:  # noqa: BLE001 - named for the user
+        raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise CheckpointError(f"cannot resume from {path}: not a Lightning checkpoint (no 'state_dict')")
+    return {"zoo": dict(ck.get("zoo") or {}), "epoch": ck.get("epoch"), "global_step": ck.get("global_step")}
+
+
+def _get(tree: Any, path: tuple) -> Any:
+    for k in path:
+        if not isinstance(tree, dict) or k not in tree:
+            return _MISSING
+        tree = tree[k]
+    return tree
+
+
+def _set(tree: dict, path: tuple, value: Any) -> None:
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = copy.deepcopy(value)
+
+
+def _leaves(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[tuple, Any] = {}
+        for k, v in tree.items():
+            out.update(_leaves(v, (*path, k)))
+        return out
+    return {path: tree}
+
+
+def _show(v: Any) -> str:
+    return "(not set)" if v is _MISSING else repr(v)
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def plan_resume(recipe: Recipe) -> ResumePlan:
+    """Check a resume before anything is written, and work out the recipe the resumed run uses.
+
+    The checkpoint's recorded system and recipe must be this recipe's (else a RecipeError naming
+    both). The resumed run continues the recorded recipe; settings given on this command line
+    that differ from it are applied when :data:`APPLIED_ON_RESUME` or :data:`LR_KEYS` allow it and
+    refused otherwise, listing every difference. Values that changed in the recipe files since
+    the run started are not taken: the run keeps its own (listed in ``kept``).
     """
-    resume_ckpt = None
-    if os.environ.get(RUN_DIR_ENV):
-        run_dir = Path(os.environ[RUN_DIR_ENV])
-        if recipe.get("resume"):
-            _, resume_ckpt = _find_resume(recipe, str(recipe["resume"]))
-        return run_dir, resume_ckpt, False
-    if recipe.get("resume"):
-        run_dir, resume_ckpt = _find_resume(recipe, str(recipe["resume"]))
+    from zoo.core.recipe import dotted
+
+    run_dir, ckpt = _find_resume(recipe, str(recipe["resume"]))
+    zoo = read_checkpoint_meta(ckpt)["zoo"]
+    want_sys = (recipe.get("system") or {}).get("name")
+    have_sys, have_rec = zoo.get("name"), zoo.get("recipe_name")
+    if (have_sys and want_sys and have_sys != want_sys) or (have_rec and have_rec != recipe.name):
+        raise RecipeError(f"resume={recipe['resume']}: {ckpt} holds system '{have_sys}' trained by recipe "
+                          f"'{have_rec}', but this run is recipe '{recipe.name}' (system '{want_sys}'); resume it "
+                          f"with recipe={have_rec}, or drop resume= to start a new run. Nothing was written.")
+    recorded = zoo.get("recipe")
+    if not isinstance(recorded, dict):  # a checkpoint written without the run loop: nothing to compare with
+        return ResumePlan(run_dir, ckpt, recipe)
+    merged = copy.deepcopy(recorded)
+    cli_paths = [p for p, src in recipe.sources.items() if src == CLI]
+    changes: list[tuple[str, Any, Any]] = []
+    refused: list[str] = []
+    lr_factor = None
+    for path in cli_paths:
+        new, old = _get(recipe, path), _get(recorded, path)
+        _set(merged, path, new)
+        new_leaves = _leaves(new, path)
+        old_leaves = _leaves(old, path) if old is not _MISSING else {}
+        for leaf in sorted(set(new_leaves) | set(old_leaves), key=str):
+            a, b = old_leaves.get(leaf, _MISSING), new_leaves.get(leaf, _MISSING)
+            if a == b:
+                continue
+            key = dotted(leaf)
+            if _matches(key, APPLIED_ON_RESUME):
+                changes.append((key, a, b))
+            elif key in LR_KEYS and isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
+                changes.append((key, a, b))
+                lr_factor = (lr_factor or 1.0) * float(b) / float(a)
+            else:
+                refused.append(f"{key}: {_show(a)} -> {_show(b)}")
+    if refused:
+        raise RecipeError(
+            f"resume={recipe['resume']}: this command changes settings {ckpt} was trained with, which a resumed "
+            f"run cannot apply: {'; '.join(sorted(refused))}. Start a new run (drop resume=) or resume without changing "
+            f"them (a resumed run applies changes to {', '.join(LR_KEYS)}, trainer.max_epochs/max_steps, "
+            f"logger, run and the other keys listed in zoo.core.run.APPLIED_ON_RESUME). Nothing was written.")
+    kept = sorted(key for k, v in _leaves(dict(recipe)).items()
+                  if not _matches(key := dotted(k), APPLIED_ON_RESUME) and not any(k[:len(c)] == c for c in cli_paths)
+                  and _get(recorded, k) != v)
+    new_recipe = Recipe(merged)
+    new_recipe.name = recipe.name
+    new_recipe.sources = dict(recipe.sources)
+    return ResumePlan(run_dir, ckpt, new_recipe, changes, lr_factor, kept)
+
+
+def _report_plan(plan: ResumePlan) -> None:
+    print(f"[resume] {plan.ckpt}", flush=True)
+    for key, old, new in plan.changes:
+        if key in ("resume",):
+            continue
+        note = " (optimiser learning rates rescaled)" if key in LR_KEYS else ""
+        print(f"[resume] applying {key}: {_show(old)} -> {_show(new)}{note}", flush=True)
+    if plan.kept:
+        print(f"[resume] the recipe files changed since this run started; it keeps its own values for: "
+              f"{', '.join(plan.kept)}", flush=True)
+
+
+def _next_resume_index(run_dir: Path) -> int:
+    n = 1
+    while (run_dir / f"resolved.resume-{n}.yaml").exists() or (run_dir / "csv" / f"resume-{n}").exists():
+        n += 1
+    return n
+
+
+def _clean_temporaries(recipe: Recipe) -> None:
+    """Remove the temporary files that killed writers left in this recipe's runs (see atomic.clean_stale_temporaries)."""
+    base = Path(recipe["run"]["dir"]) / recipe.name
+    removed = clean_stale_temporaries(base, depth=3)
+    if removed:
+        print(f"[run] removed {len(removed)} temporary file(s) that killed writers left behind: "
+              f"{', '.join(str(p) for p in removed[:5])}{' ...' if len(removed) > 5 else ''}", flush=True)
+
+
+def prepare_run_dir(recipe: Recipe, plan: ResumePlan | None = None) -> tuple[Path, Path | None, bool]:
+    """Create (or, on resume, reuse) runs/<recipe>/<name>/; returns (run_dir, resume_ckpt, owns_env).
+
+    The directory is published in $ZOO_RUN_DIR for the launcher's child processes (rank > 0), the
+    only processes that use an inherited value; ``owns_env`` says this call set it, so the caller
+    clears it when the run returns. Under SLURM a run
+    without ``run.name`` is named ``slurm-<job id>``, so a requeued job finds its own directory
+    and resumes from its newest checkpoint.
+    """
+    if os.environ.get(RUN_DIR_ENV) and not is_global_zero():  # a launcher's child process (DDP rank > 0)
+        return Path(os.environ[RUN_DIR_ENV]), plan.ckpt if plan else None, False
+    if is_global_zero():
+        _clean_temporaries(recipe)
+    if plan is not None:
+        run_dir, resume_ckpt = plan.run_dir, plan.ckpt
     else:
-        name = recipe["run"].get("name") or time.strftime("%Y%m%d-%H%M%S")
+        resume_ckpt = None
+        job = _slurm_job()
+        name = recipe["run"].get("name") or (f"slurm-{job}" if job else time.strftime("%Y%m%d-%H%M%S"))
         run_dir = Path(recipe["run"]["dir"]) / recipe.name / name
         n = 1
-        while run_dir.exists():
+        # every task of a SLURM job computes the same slurm-<job> directory, so it is never renamed
+        while run_dir.exists() and not (job and not recipe["run"].get("name")):
             run_dir = run_dir.with_name(f"{name}-{n}")
             n += 1
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir = run_dir.resolve()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir, resume_ckpt, True
+
+
+def _requeued_resume(recipe: Recipe) -> Recipe:
+    """Under SLURM, a job requeued after pre-emption runs the same command again: when its run directory
+    (``slurm-<job id>``) holds a checkpoint, resume from the newest one."""
+    job = _slurm_job()
+    if not job or recipe.get("resume") or recipe["run"].get("name"):
+        return recipe
+    run_dir = Path(recipe["run"]["dir"]) / recipe.name / f"slurm-{job}"
+    if not run_dir.is_dir() or _newest_checkpoint(run_dir) is None:
+        return recipe
+    out = Recipe(copy.deepcopy(dict(recipe)))
+    out.name, out.sources = recipe.name, dict(recipe.sources)
+    out["resume"] = str(run_dir)
+    if is_global_zero():
+        print(f"[run] SLURM job {job} was requeued: resuming {run_dir.resolve()}", flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------- logger
@@ -184,8 +397,11 @@ def _wandb_has_key() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None):
-    """The recipe's logger: W&B (offline unless an API key is configured), CSV, or none."""
+def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None, csv_version: str = ""):
+    """The recipe's logger: W&B (offline unless an API key is configured), CSV, or none.
+
+    The CSV logger writes ``csv/metrics.csv``; a resumed run writes ``csv/<csv_version>/metrics.csv``
+    beside it (Lightning's CSV logger would otherwise replace the file that holds the earlier epochs)."""
     cfg = recipe["logger"]
     name = cfg["name"]
     if name == "none":
@@ -193,7 +409,7 @@ def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None):
     if name == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(run_dir), name="csv", version=""), None
+        return CSVLogger(save_dir=str(run_dir), name="csv", version=csv_version), None
     from lightning.pytorch.loggers import WandbLogger
 
     offline = cfg.get("offline")
@@ -202,8 +418,7 @@ def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None):
     id_file = run_dir / "wandb_id.txt"
     wandb_id = None
     if resume_ckpt is not None:
-        meta = torch.load(resume_ckpt, map_location="cpu", weights_only=True).get("zoo", {})
-        wandb_id = meta.get("wandb_id")
+        wandb_id = read_checkpoint_meta(resume_ckpt)["zoo"].get("wandb_id")
     if wandb_id is None and id_file.is_file():
         wandb_id = id_file.read_text().strip()
     if wandb_id is None:
@@ -271,8 +486,11 @@ def build_trainer(recipe: Recipe, run_dir: Path | None, logger=False, wandb_id: 
                 save_top_k=ck.get("save_top_k", 1) if ck.get("monitor") else 1, save_last=ck.get("save_last", True),
                 every_n_epochs=ck.get("every_n_epochs"), every_n_train_steps=ck.get("every_n_train_steps"),
                 filename="best" if ck.get("monitor") else "epoch{epoch}-step{step}", auto_insert_metric_name=False,
+                # after ZooStateCallback's on_train_epoch_end, so each checkpoint holds its epoch's history row
+                save_on_train_epoch_end=True,
             ),
-            ZooStateCallback(recipe, wandb_id),
+            ZooStateCallback(recipe, wandb_id, history_path=run_dir / "history.csv"),
+            StopCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
         ]
         if progress == "line":
             callbacks.append(EpochLine(monitor=ck.get("monitor")))
@@ -329,26 +547,93 @@ def _seed(recipe: Recipe) -> None:
     L.seed_everything(recipe["seed"], workers=True, verbose=False)
 
 
+class GracefulStop(Callback):
+    """SIGINT and SIGTERM while a run trains: stop after the current batch, save ``last.ckpt``, exit 130 / 143.
+
+    Lightning already turns SIGTERM into a stop at the next batch boundary (``SIGTERMException``);
+    a first Ctrl-C is routed the same way (a KeyboardInterrupt could land in the middle of an
+    optimiser step, and a checkpoint saved there would not resume exactly). A second Ctrl-C
+    stops at once. Outside the training loop (building, testing, exporting) both signals stop
+    the run at once with the same exit codes; nothing half-trained is saved then.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.trainer: Trainer | None = None
+        self.in_loop = False
+        self._previous: dict[int, Any] = {}
+
+    # Lightning hooks: only inside the training loop is a graceful stop possible
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
+        self.trainer, self.in_loop = trainer, True
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: D102
+        self.in_loop = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:  # noqa: D102
+        self.in_loop = False
+
+    def _request_stop(self) -> bool:
+        if self.in_loop and self.trainer is not None:
+            self.trainer._signal_connector.received_sigterm = True  # checked by Lightning after every batch
+            return True
+        return False
+
+    def _on_int(self, signum, frame) -> None:
+        if self.received == "INT":
+            raise KeyboardInterrupt
+        self.received = "INT"
+        if not self._request_stop():
+            raise KeyboardInterrupt
+        print("\n[run] Ctrl-C: stopping after this batch and saving last.ckpt (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+
+    def _on_term(self, signum, frame) -> None:
+        # During fit Lightning's own SIGTERM handler runs first and calls this one after it.
+        self.received = self.received or "TERM"
+        if not self._request_stop():
+            raise SystemExit(EXIT_TERMINATED)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig, fn in ((signal.SIGINT, self._on_int), (signal.SIGTERM, self._on_term)):
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, fn)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, fn in self._previous.items():
+            signal.signal(sig, fn)
+        self._previous = {}
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.received == "INT" else EXIT_TERMINATED
+
+
+def _resume_command(recipe: Recipe, run_dir: Path) -> str:
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    head = f"python {sys.argv[0]}" if prog.endswith(".py") else "hoi-zoo train"
+    return f"{head} recipe={recipe.name} resume={run_dir}"
+
+
 def train(recipe: Recipe) -> RunResult:
     """Fit the recipe's system (resuming when ``resume`` is set), test the best checkpoint, write
-    metrics.json and the export; returns the RunResult (exit code 130 when interrupted)."""
+    metrics.json and the export; returns the RunResult (exit code 130 / 143 when stopped by
+    SIGINT / SIGTERM, after saving last.ckpt)."""
     apply_threads(recipe)
-    _seed(recipe)
-    run_dir, resume_ckpt, owns_env = prepare_run_dir(recipe)
-    try:
+    recipe = _requeued_resume(recipe)
+    plan = plan_resume(recipe) if recipe.get("resume") else None  # checked before anything is written
+    if plan is not None:
+        recipe = plan.recipe
         if is_global_zero():
-            atomic_write_text(run_dir / "resolved.yaml", recipe.to_yaml())
-        system, data = build_components(recipe)
-        logger, wandb_id = build_logger(recipe, run_dir, resume_ckpt)
-        extra = [Figures(run_dir / "figures")] if recipe["logger"].get("log_images", True) else []
-        trainer = build_trainer(recipe, run_dir, logger, wandb_id, extra_callbacks=extra)
-        failed = True
-        try:
-            result = _fit_test_export(recipe, run_dir, resume_ckpt, system, data, trainer)
-            failed = result.exit_code != 0
-            return result
-        finally:
-            finish_logger(logger, failed=failed)
+            _report_plan(plan)
+    _seed(recipe)
+    run_dir, resume_ckpt, owns_env = prepare_run_dir(recipe, plan)
+    stop = GracefulStop()
+    try:
+        with stop:
+            return _train_in(recipe, run_dir, resume_ckpt, plan, stop)
     except ConfigError as e:
         raise locate(e, recipe, ("system",)) from None
     finally:
@@ -356,17 +641,65 @@ def train(recipe: Recipe) -> RunResult:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def _fit_test_export(rec: Recipe, run_dir: Path, resume_ckpt, system, data, trainer) -> RunResult:
-    trainer.fit(system, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
-    if trainer.interrupted:
-        print(f"interrupted; resume with: hoi-zoo train recipe={rec.name} resume={run_dir}", file=sys.stderr)
-        return RunResult(run_dir, exit_code=130)
+def _train_in(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None, plan: ResumePlan | None,
+              stop: GracefulStop) -> RunResult:
+    suffix = f"resume-{_next_resume_index(run_dir)}" if plan is not None and is_global_zero() else ""
+    if is_global_zero():
+        # the first resolved.yaml stays; each resume writes its own beside it
+        atomic_write_text(run_dir / (f"resolved.{suffix}.yaml" if suffix else "resolved.yaml"), recipe.to_yaml())
+    system, data = build_components(recipe)
+    logger, wandb_id = build_logger(recipe, run_dir, resume_ckpt, csv_version=suffix)
+    extra: list = [stop]
+    if recipe["logger"].get("log_images", True):
+        extra.append(Figures(run_dir / "figures"))
+    if plan is not None and plan.lr_factor is not None and plan.lr_factor != 1.0:
+        lr = ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, a, b in plan.changes if k in LR_KEYS)
+        extra.append(RescaleLR(plan.lr_factor, note=f"learning rates x{plan.lr_factor:g} ({lr})"))
+    trainer = build_trainer(recipe, run_dir, logger, wandb_id, extra_callbacks=extra)
+    failed = True
+    try:
+        result = _fit_test_export(recipe, run_dir, resume_ckpt, system, data, trainer, stop)
+        failed = result.exit_code != 0
+        return result
+    finally:
+        finish_logger(logger, failed=failed)
+
+
+def _stopped(rec: Recipe, run_dir: Path, trainer: Trainer, stop: GracefulStop) -> RunResult:
+    name = "SIGINT (Ctrl-C)" if stop.received == "INT" else "SIGTERM"
+    saved = next((c.saved for c in trainer.callbacks if isinstance(c, StopCheckpoint) and c.saved), None)
+    where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+    what = f"saved {saved}" if saved else ("nothing trained yet, nothing saved" if trainer.global_step == 0 else
+                                           "last.ckpt is the last epoch's checkpoint")
+    if is_global_zero():
+        print(f"stopped by {name} at {where}; {what}.\nresume with: {_resume_command(rec, run_dir)}",
+              file=sys.stderr, flush=True)
+    return RunResult(run_dir, exit_code=stop.exit_code)
+
+
+def _fit_test_export(rec: Recipe, run_dir: Path, resume_ckpt, system, data, trainer, stop: GracefulStop) -> RunResult:
+    trust = bool(rec.get("trust", False))
+    try:
+        trainer.fit(system, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
+                    weights_only=not trust)
+    except SIGTERMException:
+        return _stopped(rec, run_dir, trainer, stop)
+    except SystemExit as exc:
+        # Lightning answers a KeyboardInterrupt (a second Ctrl-C) with sys.exit(1)
+        if isinstance(exc.__context__, KeyboardInterrupt) or stop.received == "INT":
+            stop.received = "INT"
+            return _stopped(rec, run_dir, trainer, stop)
+        raise
+    if stop.received:  # a signal that arrived as the last batch finished
+        return _stopped(rec, run_dir, trainer, stop)
     metrics: dict[str, float] = {}
     if rec.get("test", True) and data is not None:
         ck = trainer.checkpoint_callback
         best = ck.best_model_path if ck is not None and ck.best_model_path else None
         trainer.test(system, datamodule=data, ckpt_path=best, weights_only=True)
         metrics = flat_metrics(trainer.callback_metrics)
+    report = data.data_report() if data is not None and hasattr(data, "data_report") else {}
+    metrics.update({k: float(v) for k, v in sorted(report.items())})
     export_dir = None
     if trainer.is_global_zero:
         write_metrics(run_dir / "metrics.json", metrics)
@@ -381,19 +714,90 @@ def _fit_test_export(rec: Recipe, run_dir: Path, resume_ckpt, system, data, trai
     return RunResult(run_dir, metrics, 0, export_dir)
 
 
-def _system_for(recipe: Recipe, ckpt: str | None) -> LightningModule:
-    """The model to evaluate: ``ckpt`` (export dir, .ckpt or registry name) rebuilt by the store, else the
-    recipe's system (with whatever ``weights`` it names)."""
+def _system_for(recipe: Recipe, ckpt: str | None, what: str = "eval") -> LightningModule:
+    """The model to evaluate: ``ckpt`` (export dir, .ckpt or registry name) rebuilt by the store, with this
+    command's evaluation-time settings applied (:func:`check_eval_overrides`), else the recipe's system (with
+    whatever ``weights`` it names)."""
     if ckpt:
         from zoo.core import hub
 
-        return hub.load(ckpt)
+        system = hub.load(ckpt, trust=bool(recipe.get("trust", False)))
+        apply = check_eval_overrides(recipe, system, ckpt, what)
+        if apply:
+            system.apply_eval_settings(apply)
+        return system
+    check_eval_overrides(recipe, None, None, what)
     return build_components(recipe)[0]
+
+
+# What an evaluation uses from a recipe besides the system: everything else set on its command line is refused.
+EVAL_KEYS = ("seed", "data.*", "run.*", "ckpt", "trust", "description", "test", "export")
+
+
+def check_eval_overrides(recipe: Recipe, system: Any, ckpt: str | None, what: str = "eval") -> dict[str, Any]:
+    """The system settings this evaluation's command line changes that apply to a loaded checkpoint.
+
+    Settings named in the system's ``eval_settings`` (e.g. ``metrics``, with their thresholds and
+    conventions) are returned to apply; other system settings that differ from the checkpoint's,
+    trainer keys that evaluation does not use, and training-only sections (logger, checkpoint,
+    resume) raise a RecipeError naming each of them, rather than being recorded and ignored.
+    """
+    from zoo.core.recipe import dotted
+
+    hp: dict[str, Any] = {}
+    if system is not None:
+        hp = dict(getattr(system, "hparams", None) or system.__dict__.get("_zoo_config") or {})
+    settings = tuple(getattr(system, "eval_settings", ()) or ())
+    apply: dict[str, Any] = {}
+    refused: list[str] = []
+    leaves: list[tuple] = []
+    for cli_path in (p for p, src in recipe.sources.items() if src == CLI):
+        leaves += [leaf for leaf in _leaves(_get(recipe, cli_path), cli_path) if leaf not in leaves]
+    seen: set[str] = set()
+    for path in sorted(leaves, key=str):
+        if path[0] == "system" and len(path) > 2:
+            path = path[:2]  # a setting inside system.<name> changes system.<name>
+        key = dotted(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        if path[0] == "system" and system is not None and len(path) > 1:
+            name = path[1]
+            new = (recipe.get("system") or {}).get(name, _MISSING)
+            if name == "name":
+                if new != getattr(system, "_zoo_name", new):
+                    refused.append(f"{key}={new} (the checkpoint holds system '{system._zoo_name}')")
+                continue
+            old = hp.get(name, _MISSING)
+            if new == old:
+                continue
+            if name in settings:
+                apply[name] = new
+            else:
+                refused.append(f"{key} (the checkpoint was trained with system.{name}={_show(old)})")
+        elif path[0] == "system":
+            continue  # no checkpoint: the system is built from the recipe, so every setting is used
+        elif path[0] == "trainer" and len(path) > 1 and path[1] not in _EVAL_TRAINER_KEYS:
+            refused.append(f"{key} (not used when evaluating)")
+        elif path[0] in ("trainer",) or _matches(key, EVAL_KEYS):
+            continue
+        else:
+            refused.append(f"{key} (not used when evaluating)")
+    if refused:
+        allowed = ", ".join(f"system.{k}" for k in settings) or "none"
+        raise RecipeError(f"{what}: cannot apply {'; '.join(refused)}. Evaluation-time settings of "
+                          f"{ckpt or 'this system'}: {allowed}; trainer keys used: {', '.join(_EVAL_TRAINER_KEYS)}. "
+                          f"Drop them, or train a new model with them.")
+    if apply and is_global_zero():
+        for k, v in apply.items():
+            print(f"[{what}] applying system.{k}: {_show(hp.get(k, _MISSING))} -> {_show(v)}", flush=True)
+    return apply
 
 
 def evaluate(recipe: Recipe, ckpt: str | None = None, out: str | Path | None = None) -> RunResult:
     """Test ``ckpt`` (or the recipe's ``ckpt``, or the recipe's system as built) on the recipe's test split;
-    writes the metrics as JSON to ``out`` (default: eval_metrics.json next to the checkpoint)."""
+    writes the metrics as JSON to ``out`` (default: eval_metrics.json next to the checkpoint). Settings given
+    on the command line are applied or refused (:func:`check_eval_overrides`)."""
     apply_threads(recipe)
     _seed(recipe)
     ckpt = ckpt or recipe.get("ckpt")
@@ -429,7 +833,7 @@ def predict(recipe: Recipe, ckpt: str | None = None) -> RunResult:
     ckpt = ckpt or recipe.get("ckpt")
     run_dir, _, owns_env = prepare_run_dir(recipe)
     try:
-        system = _system_for(recipe, ckpt)
+        system = _system_for(recipe, ckpt, "predict")
         data = registry.build("datamodule", recipe["data"], materialize=False) if recipe.get("data") else None
         trainer = build_trainer(recipe, run_dir, evaluation=True)
         try:
@@ -495,9 +899,8 @@ def cli(command: str, argv: list[str], usage: str | None = None) -> int:
     out = [a.partition("=")[2] for a in argv if a.startswith("out=")] if command == "eval" else []
     argv = [a for a in argv if not (command == "eval" and a.startswith("out="))]
     name, overrides, flags = parse_args(argv, usage, FLAGS.get(command, set()))
-    extra = ["logger.name=none", "resume=null"] if command == "eval" else []
     try:
-        rec = R.load(name, overrides + extra)
+        rec = R.load(name, overrides)
         if "--print" in flags:
             print(rec.to_yaml(), end="")
             return 0
@@ -508,6 +911,9 @@ def cli(command: str, argv: list[str], usage: str | None = None) -> int:
         if command == "predict":
             return predict(rec).exit_code
         return execute(rec).exit_code
-    except (RecipeError, FileNotFoundError, registry.RegistryError, hub.CheckpointError) as e:
+    except (RecipeError, FileNotFoundError, registry.RegistryError, hub.CheckpointError, DataError) as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        print("\nstopped by SIGINT (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 2

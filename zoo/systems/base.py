@@ -42,6 +42,9 @@ class System(Pretrained, SystemInterface, L.LightningModule):
     """Base LightningModule of every zoo system (see the module docstring)."""
 
     subcomponents: ClassVar[dict[str, Any]] = {"metrics": "metric"}
+    # Hyper-parameters that change how a trained model is evaluated, not what it learned: ``tools/eval.py``
+    # applies overrides of these to a loaded checkpoint (apply_eval_settings) and refuses any other.
+    eval_settings: ClassVar[tuple[str, ...]] = ("metrics",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,6 +97,25 @@ class System(Pretrained, SystemInterface, L.LightningModule):
         self.build()
         self._built = True
         self.load_pretrained()
+
+    def apply_eval_settings(self, settings: dict[str, Any]) -> None:
+        """Change evaluation-time hyper-parameters (``eval_settings``) of a built system: the hparams
+        record the new values, and the metrics are rebuilt when ``metrics`` changes."""
+        bad = sorted(set(settings) - set(self.eval_settings))
+        if bad:
+            raise ValueError(f"{type(self).__qualname__}: {', '.join(bad)} cannot be changed after training "
+                             f"(evaluation-time settings: {', '.join(self.eval_settings) or 'none'})")
+        for key, value in settings.items():
+            self.hparams[key] = value
+            cfg = self.__dict__.get("_zoo_config")
+            if isinstance(cfg, dict):
+                cfg[key] = value
+        if "metrics" in settings and self._built:
+            device = next((t.device for t in self.parameters()), torch.device("cpu"))
+            self.val_metrics = nn.ModuleList([self.build_part("metrics", c) for c in self.hparams.metrics or []])
+            self.test_metrics = nn.ModuleList([self.build_part("metrics", c) for c in self.hparams.metrics or []])
+            self.val_metrics.to(device)
+            self.test_metrics.to(device)
 
     def pretrained_keys(self) -> set[str]:
         """State keys a whole-system weights file must provide: all but those its parts loaded themselves."""
