@@ -368,3 +368,14 @@ def test_run_loop_reports_skipped_samples_in_metrics_json(damon, in_tmp):
     assert m["data/train/skipped"] + m["data/val/skipped"] == 3.0
     assert m["data/train/samples"] + m["data/val/samples"] == 29.0 and m["data/test/skipped"] == 0.0
     assert "test/f1" in m and m == res.metrics
+
+
+def test_a_relative_data_root_on_the_command_line_is_from_the_working_directory(tmp_path, monkeypatch):
+    from zoo.core import recipe as R
+
+    monkeypatch.chdir(tmp_path)
+    rec = R.load("deco/synthetic", ["data.root=my/damon"])
+    assert rec["data"]["root"] == str(tmp_path / "my" / "damon")
+    assert R.load("deco/synthetic", ["data.root=/abs/damon"])["data"]["root"] == "/abs/damon"
+    monkeypatch.delenv("DAMON_ROOT", raising=False)
+    assert R.load("deco/synthetic")["data"]["root"] == "damon_synthetic", "a recipe file's value is left as written"

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import os
 import re
 import types
 import typing
@@ -221,7 +222,7 @@ def load(name: str, overrides: list[str] | None = None, validate: bool = True) -
     """Load a recipe by name or path, apply CLI overrides, resolve interpolations, check strictly."""
     path = recipe_path(name)
     merged, src = _load_file(path)
-    cli = parse_overrides(list(overrides or []))
+    cli = _cli_paths_from_cwd(parse_overrides(list(overrides or [])))
     _merge(merged, cli, src, CLI)
     rec = Recipe(_apply_defaults(_resolve(merged)))
     rec.name = _recipe_name(path)
@@ -229,6 +230,22 @@ def load(name: str, overrides: list[str] | None = None, validate: bool = True) -
     if validate:
         check(rec)
     return rec
+
+
+_PATH_KEY = re.compile(r"^(root|.*_(dir|root|path|file))$")
+
+
+def _cli_paths_from_cwd(cli: dict) -> dict:
+    """Relative data paths typed on the command line (``data.root=my/damon``, ``data.<x>_dir=...``) are taken
+    from the working directory, as a shell user expects; relative paths in recipe files resolve under the
+    data home instead (zoo.core.paths.resolve_data_path)."""
+    data = cli.get("data")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if (isinstance(value, str) and _PATH_KEY.match(str(key)) and value and "${" not in value
+                    and not os.path.isabs(os.path.expanduser(value))):
+                data[key] = os.path.abspath(os.path.expanduser(value))
+    return cli
 
 
 def _recipe_name(path: Path) -> str:
