@@ -127,7 +127,7 @@ class StopCheckpoint(Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(exception, SIGTERMException) and not trainer.sanity_checking and trainer.global_step > 0:
-            trainer.save_checkpoint(str(self.path))
+            trainer.save_checkpoint(str(self.path), weights_only=False)  # the full state, for exact resume
             self.saved = self.path
 
 

@@ -612,8 +612,17 @@ class GracefulStop(Callback):
 
 
 def _resume_command(recipe: Recipe, run_dir: Path) -> str:
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    head = f"python {sys.argv[0]}" if prog.endswith(".py") else "hoi-zoo train"
+    """The command that resumes ``run_dir``: the training script that is running (tools/train.py), else
+    tools/train.py of the checkout (e.g. when the demo was stopped), else the installed ``hoi-zoo train``."""
+    from zoo.core.paths import repo_root
+
+    script = sys.argv[0] if sys.argv else ""
+    if Path(script).name == "train.py":
+        head = f"python {script}"
+    elif repo_root() is not None and (repo_root() / "tools" / "train.py").is_file():
+        head = f"python {repo_root() / 'tools' / 'train.py'}"
+    else:
+        head = "hoi-zoo train"
     return f"{head} recipe={recipe.name} resume={run_dir}"
 
 
