@@ -1,4 +1,4 @@
-"""AffordanceMetrics: hand-computed SIM / MAE / AUC / aIoU, IAGNet's skipping rules, exact merging."""
+"""AffordanceMetrics: hand-computed SIM / MAE / AUC / aIoU, IAGNet's and InteractVLM's skipping rules, exact merging."""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.metrics.affordance import AffordanceMetrics, affordance_scores_per_sample, roc_auc_per_sample
+from zoo.core import registry
+from zoo.metrics.affordance import (
+    IOU_THRESHOLDS,
+    AffordanceMetrics,
+    affordance_per_class,
+    affordance_scores_per_sample,
+    roc_auc_per_sample,
+)
 
 # Sample A: pred (0.8, 0.4, 0.4, 0.1), gt (1, 0.6, 0.2, 0) -> binarised (1, 1, 0, 0)
 #   SIM: p / 1.7 = (8, 4, 4, 1) / 17, g / 1.8 = (5/9, 1/3, 1/9, 0); min sum = 8/17 + 4/17 + 1/9 = 125/153
@@ -113,6 +120,59 @@ def test_errors_name_the_sample():
 
 
 def test_registry_lookup():
-    from zoo.core import registry
-
     assert registry.get("metric", "affordance") is AffordanceMetrics
+
+
+def test_interactvlm_drops_single_class_samples_from_all_four():
+    # PRED / GT above plus sample D with an all-positive GT (aIoU defined under IAGNet's rules)
+    pred = torch.cat([PRED, torch.tensor([[0.9, 0.3, 0.0, 0.0]])])
+    gt = torch.cat([GT, torch.tensor([[1.0, 0.7, 0.5, 0.6]])])
+    s = affordance_scores_per_sample(pred, gt, "interactvlm")
+    assert s["valid"].tolist() == [True, False, True, False]
+    assert torch.isnan(s["aiou"][3]) and not torch.isnan(affordance_scores_per_sample(pred, gt)["aiou"][3])
+    m = registry.build("metric", {"name": "affordance", "convention": "interactvlm"})
+    m.update(pred, gt)
+    out = m.compute()
+    assert m.count.item() == 2 and m.auc_count.item() == 2 and m.aiou_count.item() == 2
+    assert out["sim"].item() == pytest.approx(125 / 153 / 2, abs=1e-9)  # samples A and C only
+    assert out["mae"].item() == pytest.approx((0.175 + 0.25) / 2, abs=1e-7)  # float32 inputs
+    assert out["auc"].item() == pytest.approx((0.875 + 0.5) / 2, abs=1e-9)
+    assert out["aiou"].item() == pytest.approx((0.45 + 0.0125) / 2, abs=1e-9)
+    iag = AffordanceMetrics()
+    iag.update(pred, gt)
+    assert iag.count.item() == 4 and iag.aiou_count.item() == 3
+    with pytest.raises(ValueError, match=r"convention must be one of 'iagnet', 'interactvlm', got 'deco'"):
+        AffordanceMetrics(convention="deco")
+
+
+def test_iou_thresholds_compare_in_float32():
+    # k/19 rounded to float32: a float32 prediction equal to that value counts at threshold k/19
+    assert IOU_THRESHOLDS.dtype == torch.float32 and IOU_THRESHOLDS.numel() == 20
+    t = IOU_THRESHOLDS[7]
+    s = affordance_scores_per_sample(torch.tensor([[t.item(), 0.0]]), torch.tensor([[1.0, 0.0]]))
+    assert s["aiou"].item() == pytest.approx((1 * 0.5 + 7 * 1.0 + 12 * 0.0) / 20)  # k=0: both predicted
+
+
+def test_merged_states_equal_single_pass_interactvlm():
+    g = torch.Generator().manual_seed(3)
+    pred = torch.rand(9, 32, generator=g)
+    gt = torch.rand(9, 32, generator=g) ** 3
+    gt[2] = 0.0
+    gt[6] = 1.0
+    full = AffordanceMetrics("interactvlm")
+    full.update(pred, gt)
+    a, b = AffordanceMetrics("interactvlm"), AffordanceMetrics("interactvlm")
+    a.update(pred[:4], gt[:4])
+    b.update(pred[4:], gt[4:])
+    a.merge_state(b)
+    for k, v in full.compute().items():
+        assert a.compute()[k].item() == pytest.approx(v.item(), abs=1e-12)
+    assert a.count.item() == 7
+
+
+def test_per_class_table_hand_case():
+    t = affordance_per_class(PRED, GT, ["x", "y", "x"], classes=["x", "y", "z"])
+    assert t["columns"] == ["aiou", "sim", "auc", "mae"]
+    np.testing.assert_allclose(t["table"][0], [(0.45 + 0.0125) / 2, 125 / 153 / 2, (0.875 + 0.5) / 2, 0.2125])
+    assert np.isnan(t["table"][1, [0, 2]]).all() and t["table"][1, 1] == 0.0 and t["table"][1, 3] == 0.25
+    assert np.isnan(t["table"][2]).all() and np.isnan(t["macro"]["sim"])  # a class without samples

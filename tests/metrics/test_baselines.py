@@ -30,3 +30,14 @@ def test_shape_errors_name_the_problem():
         constant_contact_f1(np.zeros((2, 3)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="2 train rows but 1 classes"):
         class_prior_contact_f1(np.zeros((2, 3)), ["a"], np.zeros((1, 3)), ["a"])
+
+
+def test_convention_passes_through():
+    # one test sample without contact: DECO scores it P=1 (nothing predicted at t=0.9), InteractVLM P=0
+    train = np.array([[1, 0], [0, 0]])
+    test = np.array([[1, 0], [0, 0]])
+    deco = constant_contact_f1(train, test, thresholds=[0.9])
+    ivlm = constant_contact_f1(train, test, thresholds=[0.9], convention="interactvlm")
+    assert deco["precision"] == pytest.approx(1.0) and ivlm["precision"] == pytest.approx(0.0)
+    assert class_prior_contact_f1(train, ["a", "b"], test, ["a", "b"], convention="interactvlm")["f1"] == \
+        pytest.approx(0.5, abs=1e-6)

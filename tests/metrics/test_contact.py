@@ -1,10 +1,18 @@
-"""Contact P/R/F1 and geodesic error against hand-computed cases, DECO's empty-set rules and DDP merging."""
+"""Contact P/R/F1 and geodesic error against hand-computed cases, DECO's and InteractVLM's empty-set rules,
+InteractVLM's DAMON tables on a small hand case, and DDP merging."""
 import numpy as np
 import pytest
 import torch
 
 from zoo.core import registry
-from zoo.metrics.contact import ContactPRF, GeodesicError, contact_prf_per_image, geodesic_error_per_image
+from zoo.metrics.contact import (
+    ContactPRF,
+    GeodesicError,
+    contact_prf_per_image,
+    damon_binary_contact,
+    damon_semantic_contact,
+    geodesic_error_per_image,
+)
 
 # Six images over five vertices, one per convention (see each comment for the expected (P, R, F1)).
 PRED = torch.tensor([
@@ -181,3 +189,67 @@ def test_registry_entries_build():
     m = registry.build("metric", {"name": "contact_prf", "threshold": 0.25})
     assert isinstance(m, ContactPRF) and m.threshold == 0.25
     assert registry.get("metric", "contact_geodesic") is GeodesicError
+
+
+# The same six images under InteractVLM's rules: P = TP / (|P| + 1e-10), R = TP / (|G| + 1e-10),
+# F1 = 2PR / (P + R + 1e-10); every empty set gives 0.
+IVLM_P = [1 / 3, 0, 0, 0, 0, 1]
+IVLM_R = [1 / 2, 0, 0, 0, 0, 1]
+IVLM_F = [0.4, 0, 0, 0, 0, 1]
+
+
+def test_prf_interactvlm_convention_hand_cases():
+    p, r, f = contact_prf_per_image(PRED, GT, convention="interactvlm")
+    torch.testing.assert_close(p, torch.tensor(IVLM_P, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(r, torch.tensor(IVLM_R, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(f, torch.tensor(IVLM_F, dtype=torch.float64), atol=1e-9, rtol=0)
+    m = registry.build("metric", {"name": "contact_prf", "threshold": 0.5, "convention": "interactvlm"})
+    m.update(PRED, GT)
+    out = m.compute()
+    assert out["precision"].item() == pytest.approx((1 / 3 + 1) / 6, abs=1e-9)
+    assert out["f1"].item() == pytest.approx(1.4 / 6, abs=1e-9)
+
+
+def test_convention_is_checked_and_kept():
+    assert ContactPRF().convention == "deco" and GeodesicError(PATH_D).convention == "deco"
+    for make in (lambda c: ContactPRF(convention=c), lambda c: GeodesicError(PATH_D, convention=c)):
+        with pytest.raises(ValueError, match=r"convention must be one of 'deco', 'interactvlm', got 'iagnet'"):
+            make("iagnet")
+    # geodesic: both conventions are DECO's rule in signature order (InteractVLM's swap is not reproduced)
+    a = geodesic_error_per_image(PATH_D, _rows({0}, set()), _rows({1, 3}, {2}), convention="deco")
+    b = geodesic_error_per_image(PATH_D, _rows({0}, set()), _rows({1, 3}, {2}), convention="interactvlm")
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_damon_binary_hand_case():
+    # image a has two object entries (union over them), image b one entry with nothing predicted.
+    pred = torch.tensor([[0.9, 0.0, 0.0, 0.0], [0.0, 0.6, 0.0, 0.0], [0.1, 0.0, 0.0, 0.0]])
+    gt = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    out = damon_binary_contact(pred, gt, ["a", "a", "b"], geodesic=PATH_D)
+    # a: P {0, 1}, G {0, 2}: tp 1 -> prec 1/2, rec 1/2, f1 1/2; b: pp 0 -> prec 0, rec 0, f1 0
+    assert out["image_names"] == ["a", "b"]
+    np.testing.assert_allclose(out["per_image_f1"], [0.5, 0.0])
+    assert out["precision"] == pytest.approx(1 / 2)  # pooled: tp 1 / pp 2
+    assert out["recall"] == pytest.approx(1 / 3)     # pooled: tp 1 / gp 3
+    assert out["f1"] == pytest.approx(0.25)          # mean of the per-image F1
+    # per-entry fp (m): entry 0 = 0; entry 1: d(1, 2) = 0.02; entry 2 (empty pred): mean_v d(v, 3) = 0.035
+    np.testing.assert_allclose(out["per_image_fp_geo"], [0.02, 0.035], atol=1e-7)
+    assert out["fp_geo"] == pytest.approx(0.0275, abs=1e-7)
+    with pytest.raises(ValueError, match="3 entries but 2 image names"):
+        damon_binary_contact(pred, gt, ["a", "b"])
+
+
+def test_damon_semantic_hand_case():
+    pred = torch.tensor([[0.9, 0.4, 0.0, 0.0], [0.0, 0.6, 0.7, 0.0], [0.8, 0.0, 0.0, 0.2]])
+    gt = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    out = damon_semantic_contact(pred, gt, ["Chair", "chair", "supporting"])
+    assert out["objects"] == ["chair", "supporting"]
+    # chair: entry 0 P {0} G {0, 1}: f1 2/3; entry 1 P {1, 2} G {1}: f1 2/3; pooled P = 2/3, R = 2/3
+    # supporting: P {0} G {3}: everything 0
+    np.testing.assert_allclose(out["table"][:, :4], [[2, 2 / 3, 2 / 3, 2 / 3], [1, 0, 0, 0]], atol=1e-9)
+    assert np.isnan(out["table"][:, 4]).all()  # no geodesic matrix given
+    assert out["weighted_f1"] == pytest.approx(4 / 9, abs=1e-9)
+    # "supporting" is in no category; chair is furniture
+    assert out["category_names"] == ["furniture"]
+    np.testing.assert_allclose(out["category_table"][0, :4], [2, 2 / 3, 2 / 3, 2 / 3], atol=1e-9)

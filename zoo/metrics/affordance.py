@@ -1,36 +1,54 @@
-"""Object affordance metrics on point clouds: SIM, MAE, AUC, aIoU (PIAD, as IAGNet evaluates).
+"""Object affordance metrics on point clouds: SIM, MAE, AUC, aIoU (PIAD), under two conventions.
 
-Conventions from IAGNet's evaluation (evalization.py and utils/eval.py in yyvhang/IAGNet):
+Per sample (one point cloud x one affordance), as IAGNet (yyvhang/IAGNet) and InteractVLM
+(saidwivedi/InteractVLM) both compute them:
 
-* every score is computed per sample (one point cloud x one affordance), then averaged
-  over samples (the "Overall" line it prints);
-* SIM = sum_i min(p_i / (sum p + 1e-12), g_i / (sum g + 1e-12)), so an all-zero
-  prediction or ground truth scores 0;
+* SIM = sum_i min(p_i / (sum p + 1e-12), g_i / (sum g + 1e-12)), so an all-zero prediction
+  or ground truth scores 0;
 * MAE = sum_i |p_i - g_i| / N (N points);
-* AUC = ROC-AUC of the scores against the ground truth binarised at ``>= 0.5``;
-  aIoU = mean over thresholds linspace(0, 1, 20) of IoU(p >= thr, g >= 0.5). A sample
-  whose binarised ground truth has no positive point gets NaN for both and is left out
-  of their means (``np.nanmean``). IAGNet would crash on a sample whose ground truth is
-  all positive (sklearn's roc_auc_score refuses one class); we leave its AUC out as well
-  (its aIoU is well defined and kept).
+* AUC = ROC-AUC of the scores against the ground truth binarised at ``>= 0.5`` (the rank /
+  Mann-Whitney form with average ranks for ties, equal to sklearn's ``roc_auc_score``);
+* aIoU = mean over thresholds t in linspace(0, 1, 20) of IoU(p >= t, g >= 0.5). The
+  comparison runs in **float32** (predictions as float32 against the float32-rounded
+  thresholds), as InteractVLM's torch code does and as IAGNet's numpy code did under NumPy 1.x,
+  when both papers' tables were made. (IAGNet under NumPy >= 2 compares in float64; the two
+  differ only for predictions lying exactly on a grid value k/19.)
 
-AUC uses the rank (Mann-Whitney) form with average ranks for ties, equal to sklearn's
-``roc_auc_score``. States are sums and counts reduced with ``sum``, so DDP (or
-``merge_state``) gives exactly the single-process value. Values are fractions in [0, 1]
-(papers print AUC and aIoU x 100).
+The conventions differ in which samples count (``convention``):
+
+==========================  =====================================  =====================================
+sample                      ``iagnet`` (default)                   ``interactvlm``
+==========================  =====================================  =====================================
+binarised GT all negative   SIM, MAE kept; AUC, aIoU left out      left out of all four
+binarised GT all positive   SIM, MAE, aIoU kept; AUC left out      left out of all four
+means                       SIM, MAE over all samples; AUC, aIoU   all four over the samples whose
+                            over the samples where defined         binarised GT has both classes
+                            (``np.nanmean``)
+==========================  =====================================  =====================================
+
+(IAGNet's script would crash on an all-positive GT with the sklearn of its time; recent sklearn
+returns NaN, which its nanmean drops: what we do.) States are sums and counts reduced with
+``sum``, so DDP (or ``merge_state``) gives exactly the single-process value. Values are
+fractions in [0, 1] (papers print AUC and aIoU x 100).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torchmetrics import Metric
 
 from zoo.core.registry import register
-from zoo.metrics.contact import check_pair, first_bad
+from zoo.metrics.contact import check_convention, check_pair, first_bad
 
-__all__ = ["AffordanceMetrics", "affordance_scores_per_sample", "roc_auc_per_sample", "IOU_THRESHOLDS"]
+__all__ = ["AffordanceMetrics", "affordance_scores_per_sample", "affordance_per_class", "roc_auc_per_sample",
+           "IOU_THRESHOLDS", "AFFORDANCE_CONVENTIONS"]
 
+AFFORDANCE_CONVENTIONS = ("iagnet", "interactvlm")
 _EPS = 1e-12
-IOU_THRESHOLDS = torch.linspace(0, 1, 20, dtype=torch.float64)
+# k/19 for k = 0..19 in float64 (as np.linspace makes them), rounded to float32 for the comparison.
+IOU_THRESHOLDS = (torch.arange(20, dtype=torch.float64) * (1.0 / 19)).to(torch.float32)
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,30 +81,52 @@ def roc_auc_per_sample(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return torch.where((n_pos > 0) & (n_neg > 0), auc, torch.full_like(auc, float("nan")))
 
 
-def affordance_scores_per_sample(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-sample {"sim", "mae", "auc", "aiou"} (each (B,) float64; auc/aiou NaN where undefined)."""
+def affordance_scores_per_sample(pred: torch.Tensor, target: torch.Tensor,
+                                 convention: str = "iagnet") -> dict[str, torch.Tensor]:
+    """Per-sample {"sim", "mae", "auc", "aiou"} (each (B,) float64) and "valid" (B,) bool.
+
+    ``valid``: the binarised GT has both classes. AUC is NaN where it is not; aIoU is NaN where
+    the binarised GT has no positive point (``iagnet``) or where the sample is not valid
+    (``interactvlm``). SIM and MAE are always defined; under ``interactvlm`` the metric leaves
+    the invalid samples out of them too (see the module docstring).
+    """
+    check_convention("AffordanceMetrics", convention, AFFORDANCE_CONVENTIONS)
     p, g = _check(pred, target)
     sim = torch.minimum(p / (p.sum(1, keepdim=True) + _EPS), g / (g.sum(1, keepdim=True) + _EPS)).sum(1)
     mae = (p - g).abs().sum(1) / p.shape[1]
     gt = g >= 0.5
     auc = roc_auc_per_sample(p, gt)
     thr = IOU_THRESHOLDS.to(p.device)
-    hit = p.unsqueeze(1) >= thr.view(1, -1, 1)  # (B, T, N)
+    hit = p.to(torch.float32).unsqueeze(1) >= thr.view(1, -1, 1)  # (B, T, N), compared in float32
     inter = (hit & gt.unsqueeze(1)).sum(2).to(torch.float64)
     union = (hit | gt.unsqueeze(1)).sum(2).to(torch.float64)
     aiou = (inter / union.clamp(min=1)).mean(1)
     has_pos = gt.any(1)
-    aiou = torch.where(has_pos, aiou, torch.full_like(aiou, float("nan")))
-    return {"sim": sim, "mae": mae, "auc": auc, "aiou": aiou}
+    valid = has_pos & ~gt.all(1)
+    keep = has_pos if convention == "iagnet" else valid
+    aiou = torch.where(keep, aiou, torch.full_like(aiou, float("nan")))
+    return {"sim": sim, "mae": mae, "auc": auc, "aiou": aiou, "valid": valid}
 
 
 @register("metric", "affordance")
 class AffordanceMetrics(Metric):
-    """PIAD affordance SIM / MAE / AUC / aIoU, per sample then averaged (IAGNet's evaluation).
+    """PIAD affordance SIM / MAE / AUC / aIoU, per sample then averaged.
 
     ``update(pred (B, N), target (B, N))`` with predicted and ground-truth heatmaps in [0, 1];
     ``compute() -> {"sim", "mae", "auc", "aiou"}`` (fractions; NaN before any update, and
-    AUC / aIoU NaN when no sample had a usable ground truth).
+    NaN for a value no sample could define).
+
+    ``convention`` (module docstring has the table):
+
+    * ``iagnet`` (default): reproduces IAGNet's (ICCV 2023) PIAD comparison (the "Overall"
+      AUC / aIoU / SIM / MAE of its ``evalization.py``, Seen and Unseen settings): SIM and MAE
+      averaged over all samples, AUC and aIoU with ``np.nanmean`` (AUC undefined for a
+      single-class GT, aIoU for a GT without positives). Its per-affordance and per-object
+      breakdowns: :func:`affordance_per_class`.
+    * ``interactvlm``: reproduces InteractVLM's (CVPR 2025) object-affordance numbers on PIAD
+      (its ``evaluate.py`` at the default batch size 1; PIAD-Seen SIM 0.627, AUC 86.47,
+      aIoU 21.20): a sample whose binarised GT has one class is skipped before any meter
+      update, so it is left out of all four means, SIM and MAE included.
     """
 
     is_differentiable = False
@@ -94,17 +134,19 @@ class AffordanceMetrics(Metric):
     full_state_update = False
     main_key = "auc"
 
-    def __init__(self) -> None:
+    def __init__(self, convention: str = "iagnet") -> None:
         super().__init__()
+        self.convention = check_convention("AffordanceMetrics", convention, AFFORDANCE_CONVENTIONS)
         for key in ("sim_sum", "mae_sum", "count", "auc_sum", "auc_count", "aiou_sum", "aiou_count"):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of predicted (B, N) and ground-truth (B, N) per-point heatmaps."""
-        s = affordance_scores_per_sample(pred, target)
-        self.sim_sum += s["sim"].sum().to(self.sim_sum)
-        self.mae_sum += s["mae"].sum().to(self.mae_sum)
-        self.count += float(s["sim"].numel())
+        s = affordance_scores_per_sample(pred, target, self.convention)
+        use = s["valid"] if self.convention == "interactvlm" else torch.ones_like(s["valid"])
+        self.sim_sum += s["sim"][use].sum().to(self.sim_sum)
+        self.mae_sum += s["mae"][use].sum().to(self.mae_sum)
+        self.count += float(use.sum())
         for key in ("auc", "aiou"):
             v = s[key]
             ok = ~torch.isnan(v)
@@ -120,3 +162,36 @@ class AffordanceMetrics(Metric):
 
         return {"sim": mean(self.sim_sum, self.count), "mae": mean(self.mae_sum, self.count),
                 "auc": mean(self.auc_sum, self.auc_count), "aiou": mean(self.aiou_sum, self.aiou_count)}
+
+
+def affordance_per_class(pred, target, labels: Sequence, classes: Sequence[str] | None = None) -> dict:
+    """IAGNet's per-class breakdown: for each class, [aIoU, SIM, AUC, MAE] over its samples.
+
+    Reproduces the per-affordance and per-object tables that IAGNet's ``evalization.py`` prints
+    (pass the affordance or the object name of each sample as ``labels``). AUC and aIoU are
+    averaged with ``np.nanmean`` (``iagnet`` rules), SIM and MAE with a plain mean; a class
+    without any defined value (or without samples) gets NaN. ``macro`` is the plain mean of the
+    class rows (IAGNet's "average over affordances"; NaN if a row is). Values are fractions
+    (IAGNet prints aIoU and AUC x 100).
+
+    Returns ``classes`` (given, else sorted labels), ``table`` (C, 4) np.float64 with
+    ``columns`` ["aiou", "sim", "auc", "mae"], and ``macro`` {column: float}.
+    """
+    pred = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
+    target = target if isinstance(target, torch.Tensor) else torch.as_tensor(np.asarray(target))
+    s = {k: v.numpy() for k, v in affordance_scores_per_sample(pred, target, "iagnet").items()}
+    labels = np.asarray([str(x) for x in (labels.tolist() if isinstance(labels, np.ndarray) else labels)])
+    if len(labels) != len(s["sim"]):
+        raise ValueError(f"affordance_per_class: {len(s['sim'])} samples but {len(labels)} labels")
+    classes = sorted(set(labels.tolist())) if classes is None else [str(c) for c in classes]
+    columns = ["aiou", "sim", "auc", "mae"]
+    table = np.full((len(classes), 4), np.nan)
+    for i, c in enumerate(classes):
+        sel = labels == c
+        for j, k in enumerate(columns):
+            v = s[k][sel]
+            v = v[~np.isnan(v)]
+            if v.size:
+                table[i, j] = v.mean()
+    return {"classes": classes, "columns": columns, "table": table,
+            "macro": {k: float(table[:, j].mean()) if len(classes) else float("nan") for j, k in enumerate(columns)}}

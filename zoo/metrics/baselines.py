@@ -6,7 +6,8 @@
 * ``class_prior_contact_f1``: the same with one frequency map per class (e.g. per object in
   semantic contact), i.e. what a model that only knows the class can reach.
 
-F1 follows ``ContactPRF`` (DECO conventions, averaged over samples).
+F1 follows ``ContactPRF`` (averaged over samples) under ``convention`` (``deco`` by default,
+or ``interactvlm``: see zoo.metrics.contact), so compare a model with the baseline under the same one.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ __all__ = ["constant_contact_f1", "class_prior_contact_f1", "DEFAULT_THRESHOLDS"
 DEFAULT_THRESHOLDS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())
 
 
-def _best_f1(pred: torch.Tensor, target: torch.Tensor, thresholds: Sequence[float]) -> dict[str, float]:
+def _best_f1(pred: torch.Tensor, target: torch.Tensor, thresholds: Sequence[float],
+             convention: str) -> dict[str, float]:
     best = None
     for t in thresholds:
-        m = ContactPRF(threshold=float(t))
+        m = ContactPRF(threshold=float(t), convention=convention)
         m.update(pred, target)
         r = {k: float(v) for k, v in m.compute().items()}
         r["threshold"] = float(t)
@@ -34,19 +36,20 @@ def _best_f1(pred: torch.Tensor, target: torch.Tensor, thresholds: Sequence[floa
     return best
 
 
-def constant_contact_f1(train: np.ndarray, test: np.ndarray,
-                        thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[str, float]:
+def constant_contact_f1(train: np.ndarray, test: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                        convention: str = "deco") -> dict[str, float]:
     """Best test {precision, recall, f1, threshold} of the per-vertex training frequency map used for every sample."""
     train, test = np.asarray(train, np.float32), np.asarray(test, np.float32)
     if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
         raise ValueError(f"constant_contact_f1: train and test must be (N, V) with the same V, got "
                          f"{train.shape} and {test.shape}")
     freq = torch.from_numpy(train.mean(0))
-    return _best_f1(freq[None].expand(len(test), -1), torch.from_numpy(test), thresholds)
+    return _best_f1(freq[None].expand(len(test), -1), torch.from_numpy(test), thresholds, convention)
 
 
 def class_prior_contact_f1(train: np.ndarray, train_classes: Sequence[str], test: np.ndarray,
-                           test_classes: Sequence[str], thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[str, float]:
+                           test_classes: Sequence[str], thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                           convention: str = "deco") -> dict[str, float]:
     """Best test F1 of per-class training frequency maps (classes unseen in training fall back to the global map)."""
     train, test = np.asarray(train, np.float32), np.asarray(test, np.float32)
     if len(train_classes) != len(train) or len(test_classes) != len(test):
@@ -56,4 +59,4 @@ def class_prior_contact_f1(train: np.ndarray, train_classes: Sequence[str], test
     tc = np.asarray(train_classes)
     maps = {c: train[tc == c].mean(0) for c in set(train_classes)}
     pred = np.stack([maps.get(c, glob) for c in test_classes])
-    return _best_f1(torch.from_numpy(pred), torch.from_numpy(test), thresholds)
+    return _best_f1(torch.from_numpy(pred), torch.from_numpy(test), thresholds, convention)
