@@ -1,4 +1,4 @@
-"""Camera / identity lifters: structure, hand-computed gates, per-view equivalence, errors."""
+"""Camera / identity lifters: structure, hand-computed gates, per-view equivalence, the official key layout, errors."""
 from __future__ import annotations
 
 import math
@@ -94,7 +94,78 @@ def test_registry_and_hparams():
 
     lifter = registry.build("lifter", {"name": "camera_lifter", "hidden": 32, "num_views": 2})
     assert isinstance(lifter, CameraLifter) and lifter.view_weight.shape == (2, 32, 256)
-    assert dict(lifter.hparams) == {"num_views": 2, "in_dim": 5, "hidden": 32, "embed_dim": 256}
+    assert dict(lifter.hparams) == {"num_views": 2, "in_dim": 5, "hidden": 32, "embed_dim": 256, "weights": None}
     assert isinstance(registry.build("lifter", "identity"), IdentityLifter)
     with pytest.raises(ValueError, match="CameraLifter: hidden must be >= 1, got 0"):
         CameraLifter(hidden=0)
+
+
+def _official_encoder(num_views: int = 4, seed: int = 0, prefix: str = "cam_pose_encoder.") -> dict:
+    """A state dict in InteractVLM's VIv1CamPoseEncoder layout (random values), inside a larger model's keys."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    state = {f"{prefix}spatial_encoder.0.weight": r(128, 5), f"{prefix}spatial_encoder.0.bias": r(128),
+             f"{prefix}spatial_encoder.2.weight": r(128, 128) / 10, f"{prefix}spatial_encoder.2.bias": r(128)}
+    for v in range(num_views):
+        state[f"{prefix}view_transforms.{v}.weight"] = r(256, 128) / 10
+        state[f"{prefix}view_transforms.{v}.bias"] = r(256)
+    return state
+
+
+def _official_forward(state: dict, prefix: str, prompt: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
+    """What InteractVLM computes: per view, sigmoid(view_transforms[v](spatial_encoder(cam_v))) times the token."""
+    k = lambda name: state[prefix + name]  # noqa: E731
+    h = torch.relu(torch.relu(cams @ k("spatial_encoder.0.weight").T + k("spatial_encoder.0.bias"))
+                   @ k("spatial_encoder.2.weight").T + k("spatial_encoder.2.bias"))
+    gates = torch.stack([torch.sigmoid(h[v] @ k(f"view_transforms.{v}.weight").T + k(f"view_transforms.{v}.bias"))
+                         for v in range(cams.shape[0])])
+    return prompt[:, None] * gates[None]
+
+
+def test_official_layout_converts_and_loads_from_a_file(tmp_path):
+    from zoo.core import registry
+    from zoo.models.lifter.camera_lifter import convert_official_lifter
+
+    prefix = "base_model.model.cam_pose_encoder."
+    state = _official_encoder(prefix=prefix)
+    state["base_model.model.lm_head.weight"] = torch.zeros(3, 3)  # the rest of the model is ignored
+    prompt = torch.randn(2, 256)
+    ours = convert_official_lifter(state, "x.pth")
+    assert set(ours) == {"shared.0.weight", "shared.0.bias", "shared.2.weight", "shared.2.bias", "view_weight",
+                         "view_bias"}
+    assert ours["view_weight"].shape == (4, 128, 256) and ours["view_bias"].shape == (4, 256)
+    path = tmp_path / "interactvlm.pth"
+    torch.save(state, path)
+    lifter = registry.build("lifter", {"name": "camera_lifter", "weights": str(path)})
+    torch.testing.assert_close(lifter(prompt, CAMS), _official_forward(state, prefix, prompt, CAMS), rtol=1e-5,
+                               atol=1e-6)
+    # the encoder's own keys (no prefix) and our own layout load too
+    bare = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    torch.testing.assert_close(convert_official_lifter(bare)["view_weight"], ours["view_weight"], rtol=0, atol=0)
+    torch.save(lifter.state_dict(), tmp_path / "ours.pth")
+    again = registry.build("lifter", {"name": "camera_lifter", "weights": str(tmp_path / "ours.pth")})
+    torch.testing.assert_close(again(prompt, CAMS), lifter(prompt, CAMS), rtol=0, atol=0)
+
+
+def test_unexpected_lifter_layout_names_file_and_expected_keys(tmp_path):
+    from zoo.core import registry
+    from zoo.core.hub import CheckpointError
+    from zoo.models.lifter.camera_lifter import convert_official_lifter
+
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.linear1.weight": torch.zeros(256, 5)}, path)
+    with pytest.raises(CheckpointError, match=r"other\.pth.*not an InteractVLM camera lifter: no cam_pose_encoder\.\* "
+                                              r"keys \(got encoder\.linear1\.weight\); expected cam_pose_encoder\."
+                                              r"spatial_encoder\.\{0,2\}\.\{weight,bias\} and cam_pose_encoder\."
+                                              r"view_transforms\.\{0\.\.3\}"):
+        registry.build("lifter", {"name": "camera_lifter", "weights": str(path)})
+    state = _official_encoder(num_views=3)
+    with pytest.raises(CheckpointError, match=r"x\.pth: not an InteractVLM camera lifter: missing "
+                                              r"cam_pose_encoder\.view_transforms\.3\.weight"):
+        convert_official_lifter(state, "x.pth", num_views=4)
+    state = _official_encoder()
+    state["cam_pose_encoder.view_transforms.2.weight"] = torch.zeros(256, 64)
+    with pytest.raises(CheckpointError, match=r"x\.pth: inconsistent camera lifter shapes: "
+                                              r"cam_pose_encoder\.view_transforms\.2\.weight \(256, 64\) "
+                                              r"\(expected \(256, 128\)\)"):
+        convert_official_lifter(state, "x.pth")

@@ -97,7 +97,7 @@ def test_object_affordance_loss_order_and_values():
     loss = ObjectAffordanceLoss()
     target = torch.tensor([[0.3, 0.7, 0.0, 1.0]])
     perfect = loss(target.clone(), target)
-    assert perfect["loss"].item() == pytest.approx(0.0, abs=1e-7)  # the official code returned 0 always; ours only here
+    assert perfect["loss"].item() == pytest.approx(0.0, abs=1e-7)  # zero only for a perfect prediction
     wrong = loss(1 - target, target)
     assert wrong["loss"].item() > 0.5
     # hand case: pred (1, 0) vs target (0, 1): dice = 1 - e / (2 + e), mse = 1
@@ -122,3 +122,73 @@ def test_losses_backpropagate():
     MaskLoss2D()(logits, targets)["loss"].backward()
     assert logits.grad is not None and logits.grad[0, :2].abs().sum() == 0  # ignored pixels get no gradient
     assert logits.grad[0, 2:].abs().sum() > 0
+
+
+def test_mask_loss_2d_heatmap_mse_over_valid_pixels():
+    # view 0: logits (0, ln3, ignored) vs heatmap (0.3, 1.0, -1): p = (0.5, 0.75) -> mse (0.04 + 0.0625) / 2
+    # view 1: every pixel ignored -> 0, still counted in the mean over views
+    logits = torch.tensor([[0.0, LN3, 4.0], [1.0, 2.0, 3.0]])
+    targets = torch.tensor([[0.3, 1.0, -1.0], [-1.0, -1.0, -1.0]])
+    plain = MaskLoss2D()(logits, targets)
+    assert "mse" not in plain
+    out = MaskLoss2D(mse_weight=2.0)(logits, targets)
+    mse = (0.04 + 0.0625) / 2 / 2
+    assert out["mse"].item() == pytest.approx(mse, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * mse, rel=1e-5)
+    logits.requires_grad_(True)
+    MaskLoss2D(focal_weight=0.0, dice_weight=0.0, mse_weight=1.0)(logits, targets)["loss"].backward()
+    assert logits.grad[0, 2] == 0 and logits.grad[1].abs().sum() == 0 and logits.grad[0, :2].abs().min() > 0
+    with pytest.raises(ValueError, match="mse_weight must be >= 0"):
+        MaskLoss2D(mse_weight=-1.0)
+
+
+def test_human_loss_averages_over_all_vertices_officially():
+    # 4 vertices, the last two unseen (score 0 -> clamped to 1e-6), labels (1, 0, 1, 0)
+    probs = torch.tensor([[0.5, 0.2, 0.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    seen = torch.tensor([True, True, False, False])
+    f2 = 0.25 * 0.04 * -math.log(0.8)
+    f_unseen_pos = 0.25 * (1 - 1e-6) ** 2 * -math.log(1e-6)  # a contact vertex no view sees
+    f_unseen_neg = 0.25 * (1e-6) ** 2 * -math.log(1 - 1e-6)
+    out = HumanContactLoss3D()(probs, targets, seen=seen)  # official: vertices="all"
+    assert out["focal"].item() == pytest.approx((F_A + f2 + f_unseen_pos + f_unseen_neg) / 4, rel=1e-4)
+    assert out["sparsity"].item() == pytest.approx((0.7 + 2e-6) / 4, rel=1e-5)
+    seen_only = HumanContactLoss3D(vertices="seen")(probs, targets, seen=seen)
+    assert seen_only["focal"].item() == pytest.approx((F_A + f2) / 2, rel=1e-5)
+    assert seen_only["sparsity"].item() == pytest.approx(0.35, rel=1e-5)
+    # a (B, V) mask per sample works the same
+    per_sample = HumanContactLoss3D(vertices="seen")(probs, targets, seen=seen[None])
+    assert per_sample["loss"].item() == pytest.approx(seen_only["loss"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"seen must be a \(B, V\) or \(V,\) mask for probs of shape \(1, 4\), got \(3,\)"):
+        HumanContactLoss3D(vertices="seen")(probs, targets, seen=seen[:3])
+    with pytest.raises(ValueError, match="vertices must be 'all' or 'seen', got 'visible'"):
+        HumanContactLoss3D(vertices="visible")
+
+
+def test_object_composite_hand_values_and_the_release_bug():
+    from zoo.models.losses import ObjectAffordanceComposite3D
+
+    loss = ObjectAffordanceComposite3D()
+    pred, target = torch.tensor([[0.5, 0.2]]), torch.tensor([[1.0, 0.0]])
+    # focal: point 0 (t=1): -0.25 * 0.5^2 * ln 0.5; point 1 (t=0): -0.75 * 0.2^2 * ln 0.8; mean of the two
+    focal = (0.25 * 0.25 * LN2 + 0.75 * 0.04 * -math.log(0.8)) / 2
+    d_pos = (0.5 + 1e-6) / (1.7 + 1e-6)  # sum p t / sum (p + t)
+    d_neg = (0.8 + 1e-6) / (2.3 + 1e-6)  # sum (1-p)(1-t) / sum (2 - p - t)
+    mse, l1 = (0.25 + 0.04) / 2, (0.5 + 0.2) / 2
+    out = loss(pred, target)
+    assert out["focal"].item() == pytest.approx(focal, rel=1e-5)
+    assert out["dice"].item() == pytest.approx(1.5 - d_pos - d_neg, rel=1e-5)
+    assert out["mse"].item() == pytest.approx(mse, rel=1e-5) and out["l1"].item() == pytest.approx(l1, rel=1e-5)
+    total = 3.0 * (0.5 * focal + 0.3 * (1.5 - d_pos - d_neg) + 0.8 * mse + 0.4 * l1)
+    assert out["loss"].item() == pytest.approx(total, rel=1e-5)
+    # It trains: a better prediction has a lower loss, and the gradient is not zero.
+    assert loss(torch.tensor([[0.9, 0.05]]), target)["loss"] < out["loss"]
+    p = pred.clone().requires_grad_(True)
+    loss(p, target)["loss"].backward()
+    assert p.grad.abs().min() > 0
+    # The release feeds it an all-zero prediction (arguments swapped): a constant, not zero, with zero gradient.
+    zeros = torch.zeros(2, 6, requires_grad=True)
+    heat = torch.rand(2, 6, generator=torch.Generator().manual_seed(0))
+    released = loss(zeros, heat)["loss"]
+    released.backward()
+    assert released.item() > 0.5 and zeros.grad.abs().sum() == 0

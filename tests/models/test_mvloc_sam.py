@@ -225,3 +225,56 @@ def test_registry_builds_tiny():
     m = registry.build("localizer", {"name": "mvloc_sam", "variant": "tiny", "tiny_depth": 1})
     assert isinstance(m, MVLocSAM) and len(m.image_encoder.blocks) == 1
     assert dict(m.hparams)["tiny_depth"] == 1
+
+
+@torch.no_grad()
+def test_shared_prompt_sequences_are_sams_broadcast_over_views(tiny):
+    """InteractVLM passes the V gated tokens as ONE sparse prompt (1, V, C) with V image embeddings; SAM's decoder
+    broadcasts the token batch over the images, so every view sees all V tokens (prompt_mode=shared)."""
+    from zoo.models.localizer.mvloc_sam import view_prompt_sequences
+
+    torch.manual_seed(2)
+    V, P = 3, 2
+    emb = torch.randn(P * V, 256, 16, 16)
+    per_view = torch.randn(P, V, 256)
+    seqs = view_prompt_sequences(per_view, "shared")
+    assert seqs.shape == (P * V, V, 256) and torch.equal(seqs[V + 1], per_view[1])
+    shared, iou = tiny.decode(emb, seqs, return_iou=True)
+    own = tiny.decode(emb, view_prompt_sequences(per_view, "own"))
+    pe = tiny.prompt_encoder.get_dense_pe()
+    dense = tiny.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, 16, 16)
+    for p in range(P):
+        # segment-anything's own MaskDecoder, called as InteractVLM's ModifiedSAM does
+        ref, ref_iou = tiny.mask_decoder(emb[p * V:(p + 1) * V], pe, per_view[p:p + 1], dense, multimask_output=False)
+        torch.testing.assert_close(shared[p * V:(p + 1) * V], ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(iou[p * V:(p + 1) * V], ref_iou, rtol=0, atol=1e-5)
+    for v in range(V):  # own: view v with token v alone
+        one, _ = tiny.mask_decoder(emb[V + v:V + v + 1], pe, per_view[1:2, v:v + 1], dense, False)
+        torch.testing.assert_close(own[V + v:V + v + 1], one, rtol=0, atol=1e-5)
+    assert (shared - own).abs().max() > 1e-3
+    # each view's mask depends on the other views' tokens in the shared mode only
+    changed = per_view.clone()
+    changed[0, 2] = torch.randn(256)
+    assert not torch.allclose(tiny.decode(emb, view_prompt_sequences(changed, "shared"))[0], shared[0], atol=1e-5)
+    torch.testing.assert_close(tiny.decode(emb, view_prompt_sequences(changed, "own"))[0], own[0], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="prompt_mode must be one of shared, own; got 'all'"):
+        view_prompt_sequences(per_view, "all")
+    with pytest.raises(ValueError, match=r"expected prompts of shape \(6, 256\) or \(6, K, 256\).*got \(6, 3, 128\)"):
+        tiny.decode(emb, torch.randn(6, 3, 128))
+
+
+def test_prompt_dim_and_decoder_sizes_are_configurable():
+    torch.manual_seed(0)
+    m = MVLocSAM(variant="tiny", image_size=64, tiny_patch=8, prompt_dim=64,
+                 decoder={"num_heads": 4, "mlp_dim": 128, "iou_head_hidden_dim": 32})
+    assert m.embed_dim == 64
+    emb = m.encode(torch.rand(2, 3, 64, 64))
+    assert emb.shape == (2, 64, 8, 8)
+    masks, iou = m.decode(emb, torch.randn(2, 3, 64), return_iou=True)
+    assert masks.shape == (2, 1, 32, 32) and iou.shape == (2, 1)
+    assert m.mask_decoder.iou_prediction_head.layers[0].out_features == 32
+    assert m.mask_decoder.transformer.layers[0].self_attn.num_heads == 4
+    with pytest.raises(ValueError, match=r"unknown decoder size\(s\) \['heads'\]"):
+        MVLocSAM(variant="tiny", decoder={"heads": 4})
+    with pytest.raises(ValueError, match="prompt_dim 60 must be a multiple of 8"):
+        MVLocSAM(variant="tiny", prompt_dim=60)

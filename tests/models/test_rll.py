@@ -115,3 +115,46 @@ def test_learned_prompts():
         later({"object_name": ["a"]}, 1, "MVLoc", "x")
     with pytest.raises(ValueError, match=r"classes has duplicates: \['a', 'a'\]"):
         LearnedPrompts(classes=["a", "a"])
+
+
+def test_prompt_modes_lift_from_logits_and_loss_over_all_vertices(body_dir, tmp_path):
+    """Default: the V gated tokens prompt every view together (InteractVLM); ``own`` is the zoo's earlier option.
+    The lift takes the logits (clamp +-20, sigmoid on covered pixels); the human 3D loss averages over all vertices."""
+    from zoo.models.localizer.mvloc_sam import view_prompt_sequences
+
+    surface = _body(body_dir, tmp_path)
+    rll = _rll(surface)
+    assert rll.prompt_mode == "shared"
+    own = RenderLocalizeLift(surface, rll.localizer, rll.lifter, MaskLoss2D(), HumanContactLoss3D(), prompt_mode="own")
+    batch = {"contact_label": (torch.rand(2, 6890, generator=torch.Generator().manual_seed(0)) > 0.9).float()}
+    prompts = torch.randn(2, 256)
+    out, out_own = rll(batch, prompts), own(batch, prompts)
+    views = surface.views(batch, rll.localizer, rll.cams.device, "t")
+    emb = views.embeddings.repeat(2, 1, 1, 1)
+    per_view = rll.lifter(prompts, rll.cams)
+    size = tuple(out["logits"].shape[-2:])
+    for mode, o in (("shared", out), ("own", out_own)):
+        want = rll.localizer.decode(emb, view_prompt_sequences(per_view, mode), output_size=size)
+        torch.testing.assert_close(o["logits"], want.reshape(2, 4, *size), rtol=0, atol=1e-5)
+    assert (out["logits"] - out_own["logits"]).abs().max() > 1e-3
+    # identity lifter, shared: V identical tokens per view (InteractVLM's no-lifter setting), not one token
+    ident = registry.build("lifter", {"name": "identity", "num_views": 4})
+    rid = RenderLocalizeLift(surface, rll.localizer, ident, MaskLoss2D(), HumanContactLoss3D())
+    want = rll.localizer.decode(emb, prompts.repeat_interleave(4, 0)[:, None].expand(-1, 4, -1), output_size=size)
+    torch.testing.assert_close(rid(batch, prompts)["logits"], want.reshape(2, 4, *size), rtol=0, atol=1e-5)
+    # the lift sees the logits: clamp to +-20 and sigmoid, as the official predictor
+    lift = out["lifts"][0]
+    torch.testing.assert_close(out["scores"], lift.lift(torch.sigmoid(out["logits"].clamp(-20, 20)))[0], rtol=0,
+                               atol=1e-6)
+    # human 3D loss over all 6890 vertices (unseen at 1e-6); vertices=seen keeps the seen ones only
+    seen = out["seen"][0]
+    assert 0 < int(seen.sum()) < 6890
+    losses = rll.losses(batch, out)
+    ref = HumanContactLoss3D()(out["scores"], batch["contact_label"])
+    torch.testing.assert_close(losses["loss_3d"], ref["loss"], rtol=1e-6, atol=0)
+    rll.loss_3d = HumanContactLoss3D(vertices="seen")
+    ref_seen = HumanContactLoss3D()(out["scores"][:, seen], batch["contact_label"][:, seen])
+    torch.testing.assert_close(rll.losses(batch, out)["loss_3d"], ref_seen["loss"], rtol=1e-6, atol=0)
+    assert abs(ref_seen["loss"].item() - ref["loss"].item()) > 1e-4
+    with pytest.raises(ValueError, match="prompt_mode must be one of shared, own; got 'each'"):
+        RenderLocalizeLift(surface, rll.localizer, rll.lifter, MaskLoss2D(), HumanContactLoss3D(), prompt_mode="each")

@@ -6,11 +6,16 @@ import pytest
 import torch
 
 from zoo.render.cameras import (
+    VIEW_NAMES,
+    VIEW_SET_LIGHTS,
+    VIEW_SET_POINT_RADIUS,
     VIEW_SETS,
+    camera_centers,
     camera_numbers,
     framing_pose,
     opencv_cameras,
     project_opencv,
+    resolve_lights,
     resolve_views,
     view_cameras,
 )
@@ -25,6 +30,35 @@ def test_view_sets_are_interactvlms():
         resolve_views("bodies")
     with pytest.raises(ValueError, match=r"views must be a non-empty \(N, 5\).*got shape \(1, 4\)"):
         resolve_views(None, [[2, 0, 0, 0]])
+
+
+def test_lemon_views_lights_and_point_radii():
+    # LEMON objects: the PIAD object views at distance 1.5, discs of radius 0.03 (generate_lemon_obj_heatmap.py).
+    assert VIEW_SETS["lemon"] == [(1.5, 45, 315, 0, 0), (1.5, 45, 45, 0, 0), (1.5, 330, 135, 0, 0), (1.5, 330, 225, 0, 0)]
+    assert VIEW_SET_POINT_RADIUS == {"object": 0.05, "lemon": 0.03}
+    assert VIEW_NAMES["body"] == ["topfront", "bottomfront", "topback", "bottomback"]
+    assert all(len(VIEW_NAMES[k]) == len(VIEW_SETS[k]) for k in VIEW_SETS)
+    # Official lights by view name: topfront +3, topback -3, bottomfront -3, bottomback +3 (z, world).
+    by_name = dict(zip(VIEW_NAMES["body"], VIEW_SET_LIGHTS["body"], strict=True))
+    assert by_name == {"topfront": (0, 0, 3), "topback": (0, 0, -3), "bottomfront": (0, 0, -3), "bottomback": (0, 0, 3)}
+    assert resolve_lights("body", None, None, 4) == VIEW_SET_LIGHTS["body"]
+    # Explicit views without lights get a light at each camera; explicit lights are checked.
+    assert torch.allclose(torch.tensor(resolve_lights("body", [[2, 0, 0, 0, 0]], None, 1)), torch.tensor([[0.0, 0, 2]]),
+                          atol=1e-6)
+    assert resolve_lights("object", None, [[1, 2, 3]] * 4, 4) == [(1.0, 2.0, 3.0)] * 4
+    with pytest.raises(ValueError, match=r"lights must be \(4, 3\): one finite \(x, y, z\) location per view"):
+        resolve_lights("body", None, [[0, 0, 3]], 4)
+
+
+def test_camera_centers_match_pytorch3d():
+    from pytorch3d.renderer import FoVPerspectiveCameras
+
+    for vs in VIEW_SETS.values():
+        R, T = view_cameras(vs)
+        ref = FoVPerspectiveCameras(R=R, T=T).get_camera_center()
+        assert torch.allclose(camera_centers(vs), ref, atol=1e-5)
+    # No image shift: the camera sits on the view sphere at (dist, elev, azim).
+    assert torch.allclose(camera_centers([[2, 0, 90, 0, 0]]), torch.tensor([[2.0, 0, 0]]), atol=1e-6)
 
 
 def test_camera_numbers_by_hand():

@@ -70,6 +70,22 @@ def test_lift_matches_loop_on_random_maps_and_batches():
     assert pseen.tolist() == [bool((pm.pix_to_elem == i).any()) for i in range(15)]
 
 
+def test_lift_from_logits_clamps_and_touches_covered_pixels_only():
+    lm = _tri_map()
+    # view 1 pixel (0, 1) is background: a NaN there must not reach the scores (no full-image sigmoid)
+    logits = torch.tensor([[[[0.0, 45.0]], [[-30.0, float("nan")]]]], requires_grad=True)
+    scores, seen = lm.lift(logits, from_logits=True)
+    assert torch.isfinite(scores).all()
+    probs = torch.sigmoid(logits.detach().nan_to_num(0.0).clamp(-20, 20))
+    torch.testing.assert_close(scores, lm.lift(probs)[0], rtol=0, atol=1e-7)
+    scores.sum().backward()
+    # clamped logits (45 and -30, beyond +-20) get no gradient; the covered logit 0 does
+    assert logits.grad[0, 0, 0, 0] > 0 and logits.grad[0, 0, 0, 1] == 0 and logits.grad[0, 1, 0, 0] == 0
+    assert logits.grad[0, 1, 0, 1] == 0
+    with pytest.raises(ValueError, match=r"logits must be \(B, 2, H, W\), got \(1, 3, 1, 2\)"):
+        lm.lift(torch.zeros(1, 3, 1, 2), from_logits=True)
+
+
 def test_lift_resizes_probs_bilinearly():
     lm = _tri_map()
     probs = torch.full((2, 2, 4, 8), 0.3)

@@ -54,11 +54,11 @@ def test_cpu_fast_agrees_with_pytorch3d_on_points(cloud):
 
 
 def test_render_body_images_and_cache(body, tmp_path):
-    r = MultiViewRenderer("body", image_size=64, cache_dir=str(tmp_path))
+    r = MultiViewRenderer("body", image_size=64, cache_dir=str(tmp_path), shading="unlit")
     images, lm = r.render_body(body)
     assert images.shape == (4, 3, 64, 64) and lm.kind == "mesh" and lm.num_elems == body.num_vertices
     fg = lm.pix_to_elem >= 0
-    # Background is white; foreground is the barycentric mix of (n + 1) / 2 of the face's vertices.
+    # Background is white; unlit foreground is the barycentric mix of (n + 1) / 2 of the face's vertices.
     assert (images.permute(0, 2, 3, 1)[~fg] == 1.0).all()
     verts, faces = canonical_body(body)
     col = (vertex_normals(verts, faces) + 1) / 2
@@ -71,6 +71,11 @@ def test_render_body_images_and_cache(body, tmp_path):
     assert torch.equal(images2, images) and torch.equal(lm2.pix_to_elem, lm.pix_to_elem)
     images3, lm3 = r.render_mesh(verts, faces, cache=False)
     assert torch.equal(images3, images) and torch.equal(lm3.bary, lm.bary)
+    # The default (Phong) body views are another cache entry with the same lift map and other images.
+    lit, lm4 = MultiViewRenderer("body", image_size=64, cache_dir=str(tmp_path)).render_body(body)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert torch.equal(lm4.pix_to_elem, lm.pix_to_elem) and not torch.allclose(lit, images)
+    assert (lit.permute(0, 2, 3, 1)[~fg] == 1.0).all()
     assert r.num_views == 4 and torch.allclose(r.camera_numbers()[1], torch.tensor([0.2, 0.875, 0.875, 0.5, 0.65]))
 
 

@@ -10,11 +10,19 @@ The definitions follow InteractVLM's public code (model/losses.py in saidwivedi/
   with eps 1e-5 (their ``dice_loss_scale`` is 1.0 in every released training setting); a
   view with no valid pixel or no positive target contributes 0 (and still counts in the
   mean), as theirs does.
+* 2D heatmap MSE (objects): InteractVLM adds, for affordance heatmaps, the MSE between the
+  predicted probabilities and the heatmap over each view's valid pixels, weighted like the
+  focal term (2); ``MaskLoss2D(mse_weight=2)`` in the object recipes.
 * Human 3D: focal BCE on per-vertex probabilities clamped to [1e-6, 1 - 1e-6]
-  (alpha 0.25, gamma 2) plus ``sparsity * mean(C)``, times ``weight`` (3).
-* Object 3D (paper eq. 6): Dice + beta * MSE on the lifted heatmap. The public code's 3D
-  affordance loss receives its arguments swapped and returns 0; ours takes
-  ``(pred, target)`` in that order and is zero only for a perfect prediction.
+  (alpha 0.25, gamma 2) plus ``sparsity * mean(C)``, times ``weight`` (3). Officially both
+  means run over all vertices, those no view sees entering at the clamp value 1e-6
+  (``vertices="all"``, the default); ``vertices="seen"`` averages over the seen ones only.
+* Object 3D (paper eq. 6): Dice + beta * MSE on the lifted heatmap, the default. The released
+  code's 3D affordance loss is a composite, ``3 x (0.5 focal + 0.3 (1.5 - Dice+ - Dice-) + 0.8 MSE
+  + 0.4 L1)``, but it calls the point-cloud predictor with its arguments swapped, so the
+  predictor skips every sample and returns all zeros (clamped to 1e-6): the loss is a
+  constant (not zero) with zero gradient and never trains. :class:`ObjectAffordanceComposite3D`
+  is that composite on the actual prediction, in working order.
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ from torch import nn
 
 __all__ = [
     "sigmoid_focal_loss", "dice_loss", "focal_loss_probs", "soft_dice_loss",
-    "MaskLoss2D", "HumanContactLoss3D", "ObjectAffordanceLoss",
+    "MaskLoss2D", "HumanContactLoss3D", "ObjectAffordanceLoss", "ObjectAffordanceComposite3D",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -111,13 +119,16 @@ def focal_loss_probs(probs: torch.Tensor, targets: torch.Tensor, alpha: float = 
                      reduction: Reduction = "mean") -> torch.Tensor:
     """Focal BCE on probabilities (clamped to [1e-6, 1 - 1e-6]): ``alpha (1 - exp(-bce))^gamma bce``.
 
-    For lifted per-vertex / per-point scores, which are already probabilities.
+    For lifted per-vertex / per-point scores, which are already probabilities. The BCE is taken
+    from their logits (``log p - log(1 - p)`` of the clamped float32 probabilities) with
+    ``binary_cross_entropy_with_logits``: the probability form is refused under CUDA autocast.
     ``reduction``: "mean" over all entries, "sum", or "none".
     """
     _same_shape("focal_loss_probs", probs, targets, ("probs", "targets"))
     _check_targets("focal_loss_probs", targets, None)
-    p = probs.clamp(_CLAMP, 1.0 - _CLAMP)
-    bce = F.binary_cross_entropy(p, targets.to(p.dtype), reduction="none")
+    p = probs.float().clamp(_CLAMP, 1.0 - _CLAMP)
+    logits = torch.log(p) - torch.log1p(-p)
+    bce = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
     loss = alpha * (1.0 - torch.exp(-bce)) ** gamma * bce
     if reduction == "none":
         return loss
@@ -143,51 +154,87 @@ def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, 
 
 
 class MaskLoss2D(nn.Module):
-    """Per-view 2D mask loss: ``focal_weight * focal + dice_weight * dice`` over valid pixels.
+    """Per-view 2D mask loss: ``focal_weight * focal + dice_weight * dice [+ mse_weight * mse]`` over valid pixels.
 
     ``forward(logits, targets)`` with logits and targets of the same shape (N, H, W) or
     (N, 1, H, W), targets in [0, 1] or ``ignore_value``; returns {loss, focal, dice} with the
-    unweighted terms beside the weighted total.
+    unweighted terms beside the weighted total. ``mse_weight`` > 0 adds InteractVLM's heatmap
+    term for objects: the MSE between ``sigmoid(logits)`` and the targets over each view's valid
+    pixels (a view without any counts 0), averaged over views, returned as ``mse`` (officially
+    weighted by the focal weight, 2).
     """
 
     def __init__(self, focal_weight: float = 2.0, dice_weight: float = 1.0, alpha: float = 0.5, gamma: float = 2.0,
-                 ignore_value: float = -1.0, eps: float = 1e-5) -> None:
+                 ignore_value: float = -1.0, eps: float = 1e-5, mse_weight: float = 0.0) -> None:
         super().__init__()
         self.focal_weight, self.dice_weight = float(focal_weight), float(dice_weight)
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.ignore_value, self.eps = float(ignore_value), float(eps)
+        self.mse_weight = float(mse_weight)
+        if self.mse_weight < 0:
+            raise ValueError(f"MaskLoss2D: mse_weight must be >= 0, got {mse_weight}")
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{loss, focal, dice} for mask logits and targets of the same shape."""
+        """{loss, focal, dice[, mse]} for mask logits and targets of the same shape."""
         focal = sigmoid_focal_loss(logits, targets, self.alpha, self.gamma, self.ignore_value, "mean")
         dice = dice_loss(logits, targets, True, self.ignore_value, self.eps)
-        return {"loss": self.focal_weight * focal + self.dice_weight * dice, "focal": focal, "dice": dice}
+        out = {"loss": self.focal_weight * focal + self.dice_weight * dice, "focal": focal, "dice": dice}
+        if self.mse_weight:
+            valid = targets != self.ignore_value
+            t = torch.where(valid, targets, torch.zeros_like(targets)).to(logits.dtype)
+            sq = (torch.sigmoid(logits) - t) ** 2
+            mse = _per_sample_mean(torch.where(valid, sq, torch.zeros_like(sq)), valid).mean()
+            out["loss"] = out["loss"] + self.mse_weight * mse
+            out["mse"] = mse
+        return out
 
 
 class HumanContactLoss3D(nn.Module):
     """Per-vertex contact loss ``weight * (focal(C, C_gt) + sparsity * mean|C|)`` on probabilities C.
 
-    ``forward(probs (B, V), targets (B, V))`` -> {loss, focal, sparsity} (unweighted terms).
+    ``forward(probs (B, V), targets (B, V), seen=None)`` -> {loss, focal, sparsity} (unweighted
+    terms). ``vertices``: ``all`` (InteractVLM) averages both terms over every vertex, those no
+    view sees (score 0) entering at the clamp value 1e-6; ``seen`` averages over the vertices
+    the (B, V) ``seen`` mask marks (all given ones without a mask). :class:`RenderLocalizeLift`
+    passes every vertex and the seen mask (``takes_seen``).
     """
 
-    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, sparsity: float = 0.01, weight: float = 3.0) -> None:
+    takes_seen = True
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, sparsity: float = 0.01, weight: float = 3.0,
+                 vertices: Literal["all", "seen"] = "all") -> None:
         super().__init__()
+        if vertices not in ("all", "seen"):
+            raise ValueError(f"HumanContactLoss3D: vertices must be 'all' or 'seen', got {vertices!r}")
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.sparsity, self.weight = float(sparsity), float(weight)
+        self.vertices = vertices
 
-    def forward(self, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, probs: torch.Tensor, targets: torch.Tensor,
+                seen: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """{loss, focal, sparsity} for lifted contact probabilities and 0/1 (or soft) labels."""
-        focal = focal_loss_probs(probs, targets, self.alpha, self.gamma)
-        l1 = probs.clamp(_CLAMP, 1.0 - _CLAMP).abs().mean()
+        focal = focal_loss_probs(probs, targets, self.alpha, self.gamma, reduction="none")
+        l1 = probs.clamp(_CLAMP, 1.0 - _CLAMP).abs()
+        if self.vertices == "seen" and seen is not None:
+            try:
+                m = torch.broadcast_to(seen, probs.shape).to(focal.dtype)
+            except RuntimeError:
+                raise ValueError(f"HumanContactLoss3D: seen must be a (B, V) or (V,) mask for probs of shape "
+                                 f"{tuple(probs.shape)}, got {tuple(seen.shape)}") from None
+            n = m.sum().clamp(min=1)
+            focal, l1 = (focal * m).sum() / n, (l1 * m).sum() / n
+        else:
+            focal, l1 = focal.mean(), l1.mean()
         return {"loss": self.weight * (focal + self.sparsity * l1), "focal": focal, "sparsity": l1}
 
 
 class ObjectAffordanceLoss(nn.Module):
     """Object affordance loss (InteractVLM eq. 6): ``weight * (Dice(pred, target) + beta * MSE(pred, target))``.
 
-    ``forward(pred (B, P), target (B, P))``, both heatmaps in [0, 1], in that order (the
-    public code swaps them and always returns 0). Dice is :func:`soft_dice_loss` (squared
-    form by default, so a perfect soft heatmap gives exactly 0). Returns {loss, dice, mse}.
+    ``forward(pred (B, P), target (B, P))``, both heatmaps in [0, 1], in that order. Dice is
+    :func:`soft_dice_loss` (squared form by default, so a perfect soft heatmap gives exactly 0).
+    Returns {loss, dice, mse}. (The released code trains objects with another loss that never
+    trains, see :class:`ObjectAffordanceComposite3D`.)
     """
 
     def __init__(self, beta: float = 1.0, weight: float = 1.0, squared_dice: bool = True, eps: float = 1e-6) -> None:
@@ -202,3 +249,48 @@ class ObjectAffordanceLoss(nn.Module):
         dice = soft_dice_loss(pred, target, self.eps, self.squared_dice)
         mse = F.mse_loss(pred, target.to(pred.dtype))
         return {"loss": self.weight * (dice + self.beta * mse), "dice": dice, "mse": mse}
+
+
+class ObjectAffordanceComposite3D(nn.Module):
+    """InteractVLM's released 3D affordance loss, on the actual prediction (``loss_3d: focal_dice_mse_l1``).
+
+    ``weight * (focal_weight * focal + dice_weight * dice + mse_weight * MSE + l1_weight * L1)`` on
+    predictions p clamped to [1e-6, 1 - 1e-6], per sample over the points, then over samples:
+
+    * focal: ``mean(-(1 - alpha) p^gamma (1 - t) log(1 - p) - alpha (1 - p)^gamma t log p)``
+      (alpha 0.25 weights the positives, as in IAGNet's loss);
+    * dice: ``1.5 - Dice+ - Dice-`` with ``Dice+ = (sum p t + 1e-6) / (sum (p + t) + 1e-6)`` and
+      ``Dice- = (sum (1-p)(1-t) + 1e-6) / (sum (2 - p - t) + 1e-6)`` (no factor 2: each is at most 0.5,
+      so the term is at least 0.5);
+    * MSE and L1 between p and t.
+
+    Defaults 0.5 / 0.3 / 0.8 / 0.4 and weight 3 are the release's. In the release the predictor gets
+    its arguments swapped, returns all zeros and this loss is a constant with zero gradient; here it
+    takes ``(pred, target)`` in that order and trains. Returns {loss, focal, dice, mse, l1}.
+    """
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, focal_weight: float = 0.5, dice_weight: float = 0.3,
+                 mse_weight: float = 0.8, l1_weight: float = 0.4, weight: float = 3.0) -> None:
+        super().__init__()
+        self.alpha, self.gamma = float(alpha), float(gamma)
+        self.focal_weight, self.dice_weight = float(focal_weight), float(dice_weight)
+        self.mse_weight, self.l1_weight, self.weight = float(mse_weight), float(l1_weight), float(weight)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{loss, focal, dice, mse, l1} for predicted and ground-truth affordance heatmaps (B, P)."""
+        _same_shape("ObjectAffordanceComposite3D", pred, target, ("pred", "target"))
+        _check_targets("ObjectAffordanceComposite3D", target, None)
+        p = pred.float().clamp(_CLAMP, 1.0 - _CLAMP)  # float32: 1 - 1e-6 rounds to 1 in bf16 and log(1 - p) to -inf
+        p, t = (p, target.float()) if p.ndim > 1 else (p.unsqueeze(0), target.float().unsqueeze(0))
+        p, t = p.flatten(1), t.flatten(1)
+        neg = -(1.0 - self.alpha) * p ** self.gamma * (1.0 - t) * torch.log(1.0 - p)
+        pos = -self.alpha * (1.0 - p) ** self.gamma * t * torch.log(p)
+        focal = (neg + pos).mean()
+        d_pos = ((p * t).sum(1) + 1e-6) / ((p + t).sum(1) + 1e-6)
+        d_neg = (((1.0 - p) * (1.0 - t)).sum(1) + 1e-6) / ((2.0 - p - t).sum(1) + 1e-6)
+        dice = (1.5 - d_pos - d_neg).mean()
+        mse = ((p - t) ** 2).mean()
+        l1 = (p - t).abs().mean()
+        total = (self.focal_weight * focal + self.dice_weight * dice + self.mse_weight * mse
+                 + self.l1_weight * l1)
+        return {"loss": self.weight * total, "focal": focal, "dice": dice, "mse": mse, "l1": l1}

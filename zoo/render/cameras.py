@@ -12,7 +12,11 @@ Two camera conventions meet here:
   ``preprocess_data/utils_obj_pc.py`` (the point version, which adds only ``y``; every
   object view has x = 0, so the two agree). The view lists come from that repository's
   ``preprocess_data/constants.py`` (``HUMAN_VIEW_DICT['4MV-Z_Vitru']`` and
-  ``OBJS_VIEW_DICT['4MV-Z_HM']``).
+  ``OBJS_VIEW_DICT['4MV-Z_HM']``); the LEMON object views are the PIAD ones at distance 1.5
+  (``preprocess_data/generate_lemon_obj_heatmap.py``, which also uses a point radius of 0.03
+  instead of 0.05: :data:`VIEW_SET_POINT_RADIUS`). The body views are lit by one point light
+  each (:data:`VIEW_SET_LIGHTS`, world coordinates), as ``generate_damon_human_mask.py``
+  renders them.
 * **OpenCV** (what :mod:`zoo.render.raster` rasterizes with): ``X_cam = R @ X_world + t``,
   x right, y down, z forward, pinhole ``u = fx X/Z + cx``, ``v = fy Y/Z + cy``.
   :func:`opencv_cameras` turns the views into this form: ``R_cv = diag(-1, -1, 1) R^T``,
@@ -31,7 +35,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "VIEW_SETS", "FOV_DEG", "resolve_views", "views_tensor", "view_cameras", "opencv_cameras", "camera_numbers",
+    "VIEW_SETS", "VIEW_NAMES", "VIEW_SET_LIGHTS", "VIEW_SET_POINT_RADIUS", "FOV_DEG", "resolve_views", "resolve_lights",
+    "views_tensor", "view_cameras", "camera_centers", "opencv_cameras", "camera_numbers",
     "intrinsics", "project_opencv", "look_at_opencv", "world_to_camera", "framing_pose",
 ]
 
@@ -44,7 +49,28 @@ VIEW_SETS: dict[str, list[View]] = {
     # frontleft, frontright, backleft, backright ('4MV-Z_HM')
     "object": [(2.0, 45.0, 315.0, 0.0, 0.0), (2.0, 45.0, 45.0, 0.0, 0.0),
                (2.0, 330.0, 135.0, 0.0, 0.0), (2.0, 330.0, 225.0, 0.0, 0.0)],
+    # the same four object views at distance 1.5 (LEMON objects)
+    "lemon": [(1.5, 45.0, 315.0, 0.0, 0.0), (1.5, 45.0, 45.0, 0.0, 0.0),
+              (1.5, 330.0, 135.0, 0.0, 0.0), (1.5, 330.0, 225.0, 0.0, 0.0)],
 }
+
+# InteractVLM's name of each view, in VIEW_SETS order.
+VIEW_NAMES: dict[str, list[str]] = {
+    "body": ["topfront", "bottomfront", "topback", "bottomback"],
+    "object": ["frontleft", "frontright", "backleft", "backright"],
+    "lemon": ["frontleft", "frontright", "backleft", "backright"],
+}
+
+# Point light location (world) of each view of a set, in the set's view order. The official body
+# renders pair its light list [(0,0,3), (0,0,-3), (0,0,-3), (0,0,3)] with the views in the order
+# topfront, topback, bottomfront, bottomback, so per view: topfront +3, topback -3, bottomfront -3,
+# bottomback +3; in our order (topfront, bottomfront, topback, bottomback) that is the list below.
+VIEW_SET_LIGHTS: dict[str, list[tuple[float, float, float]]] = {
+    "body": [(0.0, 0.0, 3.0), (0.0, 0.0, -3.0), (0.0, 0.0, -3.0), (0.0, 0.0, 3.0)],
+}
+
+# Point disc radius (NDC) InteractVLM renders each object view set with.
+VIEW_SET_POINT_RADIUS: dict[str, float] = {"object": 0.05, "lemon": 0.03}
 
 FOV_DEG = 60.0  # pytorch3d FoVPerspectiveCameras' default, which InteractVLM keeps
 
@@ -57,6 +83,28 @@ def resolve_views(view_set: str | None = None, views: Sequence[Sequence[float]] 
     if view_set not in VIEW_SETS:
         raise ValueError(f"unknown view_set {view_set!r}; expected one of {sorted(VIEW_SETS)} or explicit views")
     return list(VIEW_SETS[view_set])
+
+
+def resolve_lights(view_set: str | None, views: Sequence[Sequence[float]] | None,
+                   lights: Sequence[Sequence[float]] | None, num_views: int) -> list[tuple[float, float, float]]:
+    """Per-view point-light locations (world): explicit ``lights`` if given, else the view set's
+    (:data:`VIEW_SET_LIGHTS`) when its own views are used, else a light at each camera (a headlight).
+
+    ``views`` is the list the caller resolved (None when it came from ``view_set``).
+    """
+    if lights is not None:
+        try:
+            t = torch.as_tensor(lights, dtype=torch.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"lights must be a list of (x, y, z) locations, one per view, got {lights!r}") from e
+        if t.ndim != 2 or t.shape != (num_views, 3) or not torch.isfinite(t).all():
+            raise ValueError(f"lights must be ({num_views}, 3): one finite (x, y, z) location per view, "
+                             f"got {lights!r}")
+        return [tuple(float(x) for x in row) for row in t.tolist()]  # type: ignore[misc]
+    if views is None and view_set in VIEW_SET_LIGHTS:
+        return list(VIEW_SET_LIGHTS[view_set])
+    return [tuple(float(x) for x in c) for c in camera_centers(views if views is not None
+                                                              else resolve_views(view_set)).tolist()]  # type: ignore[misc]
 
 
 def views_tensor(views: Sequence[Sequence[float]] | torch.Tensor, name: str = "views") -> torch.Tensor:
@@ -97,6 +145,15 @@ def view_cameras(views: Sequence[Sequence[float]] | torch.Tensor, device: torch.
     T = -(eye[:, None, :] @ R)[:, 0]
     T = T + torch.stack([v[:, 3], v[:, 4], torch.zeros_like(v[:, 3])], -1)
     return R.to(device=device, dtype=torch.float32), T.to(device=device, dtype=torch.float32)
+
+
+def camera_centers(views: Sequence[Sequence[float]] | torch.Tensor) -> torch.Tensor:
+    """World position (N, 3) of each view's camera (pytorch3d ``get_camera_center``: C with C R + T = 0).
+
+    The x, y image shifts move it off the look-at eye, as they do in pytorch3d.
+    """
+    R, T = view_cameras(views)
+    return -(T[:, None, :] @ R.transpose(1, 2))[:, 0]
 
 
 def opencv_cameras(views: Sequence[Sequence[float]] | torch.Tensor, image_size: int, fov_deg: float = FOV_DEG,

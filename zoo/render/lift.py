@@ -2,8 +2,9 @@
 
 A :class:`LiftMap` stores, for each view and pixel, the mesh face (or point) seen there and
 the pixel's barycentric weights. Lifting follows InteractVLM (model/components.py,
-``HumanContact3DPredictor``): per view each covered pixel votes its probability p for its
-face's three vertices with barycentric weights w; a vertex's per-view score is
+``HumanContact3DPredictor``): per view each covered pixel votes its probability p (from a
+mask logit: ``sigmoid(clamp(logit, +-20))``) for its face's three vertices with barycentric
+weights w; a vertex's per-view score is
 ``sum(w p) / sum(w)``, and its final score the mean of the per-view scores over the views
 where ``sum(w) > 0``. For point clouds every pixel votes for its one point with weight 1
 (a per-view mean over the pixels showing the point, then the mean over views). Vertices
@@ -121,21 +122,28 @@ class LiftMap:
         return self._flat  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ 2D -> 3D
-    def lift(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-element scores (B, num_elems) and a seen mask (num_elems,) from per-view probabilities.
+    def lift(self, values: torch.Tensor, from_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-element scores (B, num_elems) and a seen mask (num_elems,) from per-view masks.
 
-        ``probs`` (B, N_views, H, W) in [0, 1] (sigmoid already applied). If its H, W differ
-        from the map's it is first resized bilinearly (align_corners=False) to the map's
-        size. Differentiable w.r.t. ``probs``; all views and samples in one scatter.
+        ``values`` (B, N_views, H, W): probabilities in [0, 1], or with ``from_logits`` mask
+        logits, turned into ``sigmoid(clamp(logit, -20, 20))`` as InteractVLM's
+        ``HumanContact3DPredictor`` does, but only on the pixels the map covers (the background is
+        never touched). If H, W differ from the map's the values are first resized bilinearly
+        (align_corners=False) to the map's size. Scores are clamped to [0, 1] (the official
+        predictor's last step). Differentiable w.r.t. ``values`` (a logit beyond +-20 gets no
+        gradient); all views and samples in one scatter.
         """
-        if probs.ndim != 4 or probs.shape[1] != self.num_views:
-            raise ValueError(f"LiftMap.lift: probs must be (B, {self.num_views}, H, W), got {tuple(probs.shape)}")
+        if values.ndim != 4 or values.shape[1] != self.num_views:
+            what = "logits" if from_logits else "probs"
+            raise ValueError(f"LiftMap.lift: {what} must be (B, {self.num_views}, H, W), got {tuple(values.shape)}")
         H, W = self.image_size
-        if tuple(probs.shape[-2:]) != (H, W):
-            probs = F.interpolate(probs, size=(H, W), mode="bilinear", align_corners=False)
+        if tuple(values.shape[-2:]) != (H, W):
+            values = F.interpolate(values, size=(H, W), mode="bilinear", align_corners=False)
         pix, view, elem, w, wsum = self._pixels()
-        B, N, V = probs.shape[0], self.num_elems, self.num_views
-        vals = probs.reshape(B, -1)[:, pix]  # (B, M)
+        B, N, V = values.shape[0], self.num_elems, self.num_views
+        vals = values.reshape(B, -1)[:, pix]  # (B, M): the covered pixels only
+        if from_logits:
+            vals = torch.sigmoid(vals.clamp(-20.0, 20.0))
         contrib = (vals[:, :, None] * w.to(vals.dtype)).reshape(B, -1)
         target = (view[:, None] * N + elem).reshape(-1)
         num = torch.zeros(B, V * N, dtype=vals.dtype, device=vals.device).index_add(1, target, contrib)
@@ -144,20 +152,29 @@ class LiftMap:
         per_view = num / torch.where(seen_v, wsum, torch.ones_like(wsum)).to(vals.dtype)
         count = seen_v.sum(0)
         total = (per_view * seen_v.to(vals.dtype)).sum(1)
-        scores = total / count.clamp(min=1).to(vals.dtype)
+        scores = (total / count.clamp(min=1).to(vals.dtype)).clamp(0.0, 1.0)
         return scores, count > 0
 
     # ------------------------------------------------------------------ 3D -> 2D
-    def to_masks(self, labels: torch.Tensor, background: float = -1.0, hard: bool = False) -> torch.Tensor:
+    def to_masks(self, labels: torch.Tensor, background: float = -1.0, hard: bool = False,
+                 min_vertices: int | None = None) -> torch.Tensor:
         """Per-view 2D masks (B, N_views, H, W) of per-element labels (B, num_elems).
 
         Mesh pixels take the barycentric interpolation of their face's vertex labels, so a
         binary per-vertex label gives soft values along label boundaries; ``hard=True``
         takes instead the label of the face's vertex with the largest barycentric weight.
-        Point pixels take their point's label. Background pixels get ``background``.
+        ``min_vertices=k`` (1, 2 or 3; meshes only) is InteractVLM's rule
+        (``render_mesh_utils.py::project_vertices_and_create_mask``): a pixel is 1 when at
+        least k of its face's three vertices are in contact (label > 0, the official
+        ``np.where(label)``), else 0; it takes precedence over ``hard``. Point pixels take
+        their point's label. Background pixels get ``background``.
         """
         if labels.ndim != 2 or labels.shape[1] != self.num_elems:
             raise ValueError(f"LiftMap.to_masks: labels must be (B, {self.num_elems}), got {tuple(labels.shape)}")
+        if min_vertices is not None and (self.kind != "mesh" or isinstance(min_vertices, bool)
+                                         or int(min_vertices) != min_vertices or not 1 <= min_vertices <= 3):
+            raise ValueError(f"LiftMap.to_masks: min_vertices must be 1, 2 or 3 on a mesh map (or None), got "
+                             f"{min_vertices!r} on a {self.kind} map")
         pix, _, elem, w, _ = self._pixels()
         labels = labels.to(self.device)
         dtype = labels.dtype if labels.is_floating_point() else torch.float32
@@ -166,6 +183,8 @@ class LiftMap:
         lab = labels.to(dtype)[:, elem]  # (B, M, k)
         if self.kind == "points":
             vals = lab[..., 0]
+        elif min_vertices is not None:
+            vals = ((lab > 0).sum(-1) >= int(min_vertices)).to(dtype)
         elif hard:
             vals = lab.gather(2, w.argmax(1)[None, :, None].expand(B, -1, 1))[..., 0]
         else:

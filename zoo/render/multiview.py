@@ -1,10 +1,17 @@
 """InteractVLM's multi-view renderer: fixed views of a body mesh or an object point cloud, with lift maps.
 
-``MultiViewRenderer`` renders a mesh coloured by its vertex normals ``(n + 1) / 2`` (unlit,
-barycentric interpolation of vertex colours) or a unit-sphere point cloud coloured NOCS-like,
-from a fixed view set (:data:`zoo.render.cameras.VIEW_SETS`), and returns the images together
-with the :class:`~zoo.render.lift.LiftMap` that lifts per-view masks back to vertices/points;
-:func:`build_lift_map` gives the map alone. The canonical body it shows comes posed from
+``MultiViewRenderer`` renders a mesh coloured by its vertex normals ``(n + 1) / 2`` or a
+unit-sphere point cloud coloured NOCS-like, from a fixed view set
+(:data:`zoo.render.cameras.VIEW_SETS`), and returns the images together with the
+:class:`~zoo.render.lift.LiftMap` that lifts per-view masks back to vertices/points.
+Meshes are Phong-shaded by default, as InteractVLM renders its body views
+(``preprocess_data/render_mesh_utils.py::render_mesh``: pytorch3d ``HardPhongShader``, one
+grey point light per view, ambient 0.5, diffuse 0.3, specular 0.2, default material of
+shininess 64): per pixel, with the barycentric interpolation of the vertex colours ``c``,
+positions ``p`` and normals ``n`` (renormalised), light direction ``l`` and view direction
+``v`` (both unit, from ``p``), ``colour = (ambient + diffuse max(n.l, 0)) c + specular
+(max(v.r, 0) [n.l > 0])^shininess`` with ``r = 2 (n.l) n - l``; ``shading="unlit"`` gives
+the plain interpolated colours ``c``. :func:`build_lift_map` gives the map alone. The canonical body it shows comes posed from
 :mod:`zoo.body.canonical`.
 
 Backends: ``cpu_fast`` (:mod:`zoo.render.raster` and :mod:`zoo.render.points`, vectorised
@@ -23,16 +30,25 @@ from torch import nn
 from zoo.body.canonical import canonical_body
 from zoo.body.mesh import vertex_normals
 from zoo.core.registry import register
-from zoo.render.cameras import camera_numbers, opencv_cameras, project_opencv, resolve_views
+from zoo.render.cameras import (
+    VIEW_SET_POINT_RADIUS,
+    camera_centers,
+    camera_numbers,
+    opencv_cameras,
+    project_opencv,
+    resolve_lights,
+    resolve_views,
+)
 from zoo.render.lift import LiftMap, cached_lift_map, mesh_lift_map, points_lift_map
 from zoo.render.points import PointFragments, composite_points, nocs_colors, normalize_unit_sphere, rasterize_points
 from zoo.render.raster import rasterize
 
-__all__ = ["MultiViewRenderer", "mesh_fragments", "points_fragments", "shade_mesh", "build_lift_map",
-           "POINTS_PER_PIXEL"]
+__all__ = ["MultiViewRenderer", "mesh_fragments", "points_fragments", "shade_mesh", "shade_mesh_phong",
+           "build_lift_map", "POINTS_PER_PIXEL", "SHADINGS"]
 
 POINTS_PER_PIXEL = 10  # InteractVLM's PointsRasterizationSettings(points_per_pixel=10)
 BACKENDS = ("cpu_fast", "pytorch3d")
+SHADINGS = ("phong", "unlit")
 
 
 def _check_backend(backend: str) -> None:
@@ -118,6 +134,44 @@ def shade_mesh(pix_to_face: torch.Tensor, bary: torch.Tensor, faces: torch.Tenso
     return out.view(n, H, W, 3).permute(0, 3, 1, 2).contiguous()
 
 
+def shade_mesh_phong(pix_to_face: torch.Tensor, bary: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
+                     colors: torch.Tensor, lights: torch.Tensor, eyes: torch.Tensor, normals: torch.Tensor | None = None,
+                     ambient: float = 0.5, diffuse: float = 0.3, specular: float = 0.2, shininess: float = 64.0,
+                     background: float = 1.0) -> torch.Tensor:
+    """Phong-shaded images (N, 3, H, W) of a mesh from per-view fragments (pytorch3d ``HardPhongShader``'s model).
+
+    Args:
+        pix_to_face, bary: (N, H, W) face ids (-1 background) and (N, H, W, 3) barycentrics.
+        verts, faces: the mesh in world coordinates, (V, 3) and (F, 3).
+        colors: (V, 3) vertex colours. normals: (V, 3) vertex normals (default: area-weighted,
+            :func:`zoo.body.mesh.vertex_normals`, as pytorch3d's ``verts_normals``).
+        lights: (N, 3) point-light location per view; eyes: (N, 3) camera centre per view (world).
+        ambient, diffuse, specular: grey light intensities; shininess: the specular exponent.
+
+    The formula is in the module docstring. Plain torch, no gradients needed.
+    """
+    n, H, W = pix_to_face.shape
+    out = torch.full((n * H * W, 3), float(background), dtype=torch.float32)
+    flat = pix_to_face.reshape(-1)
+    pix = torch.nonzero(flat >= 0).squeeze(1)
+    view = torch.div(pix, H * W, rounding_mode="floor")
+    f = faces.long()
+    v = verts.detach().float()
+    nrm = vertex_normals(v, f) if normals is None else normals.detach().float()
+    corner = f[flat[pix]]  # (M, 3)
+    b = bary.reshape(-1, 3)[pix].float()[..., None]  # (M, 3, 1)
+    tex = (colors.float()[corner] * b).sum(1)
+    pos = (v[corner] * b).sum(1)
+    nn = torch.nn.functional.normalize((nrm[corner] * b).sum(1), dim=-1, eps=1e-6)
+    to_light = torch.nn.functional.normalize(lights.float()[view] - pos, dim=-1, eps=1e-6)
+    to_eye = torch.nn.functional.normalize(eyes.float()[view] - pos, dim=-1, eps=1e-6)
+    cos = (nn * to_light).sum(-1)
+    refl = 2 * cos[:, None] * nn - to_light
+    spec = ((to_eye * refl).sum(-1).clamp(min=0) * (cos > 0).float()) ** shininess
+    out[pix] = (ambient + diffuse * cos.clamp(min=0))[:, None] * tex + specular * spec[:, None]
+    return out.view(n, H, W, 3).permute(0, 3, 1, 2).contiguous()
+
+
 def build_lift_map(kind: Literal["mesh", "points"], geometry: torch.Tensor, views: Sequence[Sequence[float]],
                    image_size: int, faces: torch.Tensor | None = None, backend: str = "cpu_fast",
                    radius: float = 0.05) -> LiftMap:
@@ -146,10 +200,18 @@ class MultiViewRenderer(nn.Module):
         views: explicit list of (dist, elev, azim, x, y) views.
         image_size: side of the square renders (InteractVLM: 1024).
         backend: "cpu_fast" (vectorised torch) or "pytorch3d" (reference).
-        point_radius: point disc radius in NDC units (InteractVLM: 0.05).
+        point_radius: point disc radius in NDC units; None takes the view set's
+            (:data:`zoo.render.cameras.VIEW_SET_POINT_RADIUS`: object 0.05, lemon 0.03), else 0.05.
         cache_dir: where mesh lift maps are cached (default :func:`zoo.render.lift.default_cache_dir`,
             ``lift_maps`` under $ZOO_HOME or ~/.cache/hoi-zoo).
         background: grey level of background pixels in the images.
+        shading: how mesh images are shaded: "phong" (InteractVLM's body renders) or "unlit"
+            (the interpolated vertex colours). Point clouds are never lit.
+        lights: (x, y, z) point-light location (world) per view; None takes the view set's
+            (:data:`zoo.render.cameras.VIEW_SET_LIGHTS`: body (0,0,3) (0,0,-3) (0,0,-3) (0,0,3))
+            or, for explicit views, a light at each camera.
+        ambient, diffuse, specular: grey light intensities (InteractVLM: 0.5, 0.3, 0.2).
+        shininess: specular exponent (pytorch3d's default material: 64).
     """
 
     def __init__(
@@ -158,16 +220,29 @@ class MultiViewRenderer(nn.Module):
         views: list[list[float]] | None = None,
         image_size: int = 1024,
         backend: Literal["cpu_fast", "pytorch3d"] = "cpu_fast",
-        point_radius: float = 0.05,
+        point_radius: float | None = None,
         cache_dir: str | None = None,
         background: float = 1.0,
+        shading: Literal["phong", "unlit"] = "phong",
+        lights: list[list[float]] | None = None,
+        ambient: float = 0.5,
+        diffuse: float = 0.3,
+        specular: float = 0.2,
+        shininess: float = 64.0,
     ) -> None:
         super().__init__()
         _check_backend(backend)
         if int(image_size) != image_size or image_size <= 0:
             raise ValueError(f"MultiViewRenderer: image_size must be a positive int, got {image_size!r}")
+        if point_radius is None:
+            point_radius = VIEW_SET_POINT_RADIUS.get(view_set, 0.05) if views is None else 0.05
         if point_radius <= 0:
             raise ValueError(f"MultiViewRenderer: point_radius must be positive, got {point_radius}")
+        if shading not in SHADINGS:
+            raise ValueError(f"MultiViewRenderer: shading must be one of {SHADINGS}, got {shading!r}")
+        for name, x in (("ambient", ambient), ("diffuse", diffuse), ("specular", specular), ("shininess", shininess)):
+            if not float(x) >= 0:
+                raise ValueError(f"MultiViewRenderer: {name} must be >= 0, got {x!r}")
         self.view_set = view_set
         self.views = resolve_views(view_set, views)
         self.image_size = int(image_size)
@@ -175,6 +250,13 @@ class MultiViewRenderer(nn.Module):
         self.point_radius = float(point_radius)
         self.cache_dir = cache_dir
         self.background = float(background)
+        self.shading = shading
+        try:
+            self.lights = resolve_lights(view_set, views, lights, len(self.views))
+        except ValueError as e:
+            raise ValueError(f"MultiViewRenderer: {e}") from e
+        self.ambient, self.diffuse, self.specular = float(ambient), float(diffuse), float(specular)
+        self.shininess = float(shininess)
 
     @property
     def num_views(self) -> int:
@@ -186,7 +268,12 @@ class MultiViewRenderer(nn.Module):
         return camera_numbers(self.views)
 
     def extra_repr(self) -> str:
-        return f"views={self.views}, image_size={self.image_size}, backend={self.backend}"
+        return f"views={self.views}, image_size={self.image_size}, backend={self.backend}, shading={self.shading}"
+
+    def _shading_key(self) -> list:
+        if self.shading == "unlit":
+            return ["unlit"]
+        return ["phong", [list(x) for x in self.lights], self.ambient, self.diffuse, self.specular, self.shininess]
 
     # ------------------------------------------------------------------ meshes
     def render_mesh(self, verts: torch.Tensor, faces: torch.Tensor, colors: str | torch.Tensor = "normals",
@@ -194,8 +281,9 @@ class MultiViewRenderer(nn.Module):
         """Images (N_views, 3, H, W) in [0, 1] and the mesh LiftMap, on ``verts``' device.
 
         ``colors``: "normals" ((n + 1) / 2 of area-weighted vertex normals) or a (V, 3)
-        tensor. With ``cache`` the map and images are kept on disk under a key of the
-        geometry, colours, views, size, backend and background.
+        tensor; the images are shaded as ``shading`` says. With ``cache`` the map and images
+        are kept on disk under a key of the geometry, colours, views, size, backend,
+        background and shading (with its lights and intensities).
         """
         _check_mesh(verts, faces, "MultiViewRenderer.render_mesh")
         dev = verts.device
@@ -212,13 +300,25 @@ class MultiViewRenderer(nn.Module):
             col = colors.detach().float().cpu()
 
         def build() -> LiftMap:
+            if self.backend == "pytorch3d":
+                from zoo.render.p3d import p3d_render_mesh
+
+                images, (p2f, bary, _) = p3d_render_mesh(
+                    v, f, col, self.views, self.image_size, self.shading, self.lights, self.ambient, self.diffuse,
+                    self.specular, self.shininess, self.background)
+                return mesh_lift_map(p2f, bary, f, v.shape[0], images)
             p2f, bary, _ = mesh_fragments(v, f, self.views, self.image_size, self.backend)
-            images = shade_mesh(p2f, bary, f, col, self.background)
+            if self.shading == "phong":
+                images = shade_mesh_phong(p2f, bary, v, f, col, torch.tensor(self.lights), camera_centers(self.views),
+                                          None, self.ambient, self.diffuse, self.specular, self.shininess,
+                                          self.background)
+            else:
+                images = shade_mesh(p2f, bary, f, col, self.background)
             return mesh_lift_map(p2f, bary, f, v.shape[0], images)
 
         if cache:
             key = ("mesh", v, f, colors if isinstance(colors, str) else col, [list(x) for x in self.views],
-                   self.image_size, self.backend, self.background)
+                   self.image_size, self.backend, self.background, self._shading_key())
             lm = cached_lift_map(key, build, self.cache_dir)
         else:
             lm = build()
@@ -227,7 +327,7 @@ class MultiViewRenderer(nn.Module):
         return lm.images, lm
 
     def render_body(self, body_model) -> tuple[torch.Tensor, LiftMap]:
-        """The canonical body (zoo BodyModel) in normal colours: images and LiftMap (cached on disk).
+        """The canonical body (zoo BodyModel) in normal colours, shaded: images and LiftMap (cached on disk).
 
         The same as ``render_mesh(*zoo.body.canonical.canonical_body(body_model))``: the body
         package poses the model, this renders the mesh it gives.

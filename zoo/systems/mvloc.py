@@ -3,8 +3,10 @@ and its "no VLM" ablation).
 
 InteractVLM turns 3D contact into 2D segmentation. The body (canonical pose, normal colours) or the
 object (unit-sphere point cloud, NOCS colours) is rendered from fixed views; SAM's frozen image
-encoder embeds each view; the mask decoder, prompted with one 256-d embedding per view, predicts a
-contact / affordance mask per view; the masks are lifted back onto the vertices / points. In the
+encoder embeds each view; the mask decoder, prompted with the camera-gated 256-d embeddings (all V
+gated tokens together prompt every view, as in InteractVLM's code; ``prompt_mode: own`` gives each
+view its own token only), predicts a contact / affordance mask per view; the mask logits are lifted
+back onto the vertices / points. In the
 full method the prompt is the VLM's contact token projected to 256-d; here it is a learned
 embedding per class (the DAMON object an image's contact is with, or the PIAD affordance asked
 for), so this system trains the localizer and lifter without a VLM.
@@ -13,12 +15,13 @@ The pipeline is the reusable :class:`zoo.models.rll.RenderLocalizeLift`; this sy
 prompt source. What it predicts on is the ``surface`` sub-recipe: ``body`` (per-vertex human
 contact, batches from the ``damon`` DataModule) or ``cloud`` (per-point affordance, batches from
 ``piad`` / ``lemon``). Losses (InteractVLM eqs. 1-6), per view: 2D focal BCE x2 + Dice x1 over
-valid pixels; 3D: human focal + 0.01 mean sparsity x3 on the vertices some view sees, object Dice +
-beta MSE; every weight in the recipe (recipes/base/loss/).
+valid pixels (objects: + heatmap MSE x2); 3D: human focal + 0.01 mean sparsity x3 averaged over all
+vertices, object Dice + beta MSE (or the release's composite, ``focal_dice_mse_l1``); every weight in
+the recipe (recipes/base/loss/).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -47,6 +50,8 @@ class MVLoc(System):
             ``classes: null`` with a key takes the vocabulary from the DataModule when training
             starts and records it in the hyper-parameters (so exports rebuild it).
         loss_2d, loss_3d: the per-view mask loss and the lifted 3D loss (zoo.models.rll.pipeline).
+        prompt_mode: ``shared`` (InteractVLM: the V gated tokens form one prompt sequence that every
+            view is decoded with) or ``own`` (view v is decoded with its own gated token only).
         optim: optimiser and schedule (zoo.systems.optim); metrics: registered metrics.
         weights: optional whole-system weights (an export or checkpoint of this system).
     """
@@ -67,6 +72,7 @@ class MVLoc(System):
         optim: Optim | dict,
         metrics: list[dict],
         weights: str | None = None,
+        prompt_mode: Literal["shared", "own"] = "shared",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,7 +85,8 @@ class MVLoc(System):
         lifter = self.build_part("lifter", {"num_views": surface.num_views, "embed_dim": int(localizer.embed_dim),
                                             **hp.lifter})
         self.rll = RenderLocalizeLift(surface, localizer, lifter, self.build_part("loss_2d"),
-                                      self.build_part("loss_3d"), owner=type(self).__name__)
+                                      self.build_part("loss_3d"), owner=type(self).__name__,
+                                      prompt_mode=hp.get("prompt_mode", "shared"))
         self.prompts = self.build_part("prompts", {**hp.prompts, "dim": int(localizer.embed_dim)})
         if not self.prompts.bound:
             self._bind_from_datamodule()

@@ -1,10 +1,17 @@
-"""MV-Loc's localizer: Segment Anything prompted with one 256-d embedding per image.
+"""MV-Loc's localizer: Segment Anything prompted with 256-d embeddings instead of points or boxes.
 
 InteractVLM (and LISA before it) keep SAM's image encoder and prompt encoder frozen
 and fine-tune only the mask decoder. Instead of points or boxes, the sparse prompt is
-a single 256-d embedding per image (the VLM's contact token projected to 256-d, or a
-learned class embedding); the dense prompt is the prompt encoder's "no mask"
-embedding; ``multimask_output=False`` keeps the decoder's first mask token.
+made of 256-d embeddings (the VLM's contact token projected to 256-d, or a learned
+class embedding); the dense prompt is the prompt encoder's "no mask" embedding;
+``multimask_output=False`` keeps the decoder's first mask token.
+
+Multi-view prompts (:func:`view_prompt_sequences`): InteractVLM gates the token once per
+view (the camera lifter) and hands the V gated tokens to SAM *together*, as one sparse
+prompt sequence of V tokens shared by the V view embeddings (SAM's decoder broadcasts the
+token batch of 1 over the V images), so the mask of view v depends on every gated token.
+That is ``prompt_mode="shared"``, the default; ``"own"`` decodes view v with its own gated
+token only (the zoo's earlier behaviour).
 
 The network is built from segment-anything's own classes (``ImageEncoderViT``,
 ``PromptEncoder``, ``MaskDecoder``, ``TwoWayTransformer``) at the sizes of
@@ -17,7 +24,8 @@ Decoding is vectorised over images: segment-anything's ``MaskDecoder.predict_mas
 repeats every image embedding once per prompt (``repeat_interleave``), which would pair
 N embeddings with N prompts N*N times, so :meth:`MVLocSAM.decode` runs the decoder's
 own sub-modules (transformer, upscaling, first hypernetwork MLP) with embedding i and
-prompt i aligned. For one image and one prompt it equals ``MaskDecoder.forward``.
+prompt sequence i aligned. For one image and one prompt sequence it equals
+``MaskDecoder.forward``.
 """
 from __future__ import annotations
 
@@ -35,7 +43,8 @@ from zoo.core.hub import Pretrained
 from zoo.core.interfaces import Localizer
 from zoo.core.registry import register
 
-__all__ = ["MVLocSAM", "load_sam_state_dict", "sam_state_for", "SAM_VARIANTS", "SAM_FILES"]
+__all__ = ["MVLocSAM", "load_sam_state_dict", "sam_state_for", "view_prompt_sequences", "PROMPT_MODES",
+           "SAM_VARIANTS", "SAM_FILES", "DECODER_DEFAULTS"]
 
 # Encoder sizes as in segment_anything/build_sam.py (build_sam_vit_b/_l/_h).
 SAM_VARIANTS: dict[str, dict[str, Any]] = {
@@ -47,6 +56,13 @@ SAM_VARIANTS: dict[str, dict[str, Any]] = {
 SAM_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 PROMPT_DIM = 256
+# segment-anything's prompt encoder / mask decoder sizes besides the width (build_sam._build_sam);
+# ``mlp_dim`` of the tiny variant defaults to tiny_decoder_mlp_dim instead.
+DECODER_DEFAULTS: dict[str, int] = {
+    "depth": 2, "num_heads": 8, "mlp_dim": 2048, "attention_downsample_rate": 2, "num_multimask_outputs": 3,
+    "iou_head_depth": 3, "iou_head_hidden_dim": 256, "mask_in_chans": 16,
+}
+PROMPT_MODES = ("shared", "own")
 # SAM's pixel statistics on the 0-255 scale (segment_anything/build_sam.py).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -124,6 +140,24 @@ def load_sam_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], 
     return sorted(k for k in own if k not in state), sorted(k for k in state if k not in own)
 
 
+def view_prompt_sequences(per_view: torch.Tensor, mode: str = "shared") -> torch.Tensor:
+    """The sparse prompt sequences (P * V, K, C) of per-view prompts (P, V, C), one per view embedding.
+
+    ``shared`` (InteractVLM): every view of sample p gets the same sequence of all V gated tokens
+    [t*g_1 ... t*g_V] (K = V), what SAM's decoder does when it is given a token batch of 1 and V
+    image embeddings. ``own``: view v gets its own token only (K = 1). Row p * V + v pairs with
+    the embedding of view v of sample p.
+    """
+    if per_view.ndim != 3:
+        raise ValueError(f"view_prompt_sequences: expected per-view prompts (P, V, C), got {tuple(per_view.shape)}")
+    P, V, C = per_view.shape
+    if mode == "shared":
+        return per_view.unsqueeze(1).expand(P, V, V, C).reshape(P * V, V, C)
+    if mode == "own":
+        return per_view.reshape(P * V, 1, C)
+    raise ValueError(f"prompt_mode must be one of {', '.join(PROMPT_MODES)}; got {mode!r}")
+
+
 def check_weights(weights: str, variant: str) -> None:
     """Fail early, before a large encoder is built, when ``weights`` names a file that is not there."""
     from zoo.core import hub
@@ -153,7 +187,7 @@ def check_weights(weights: str, variant: str) -> None:
 
 @register("localizer", "mvloc_sam")
 class MVLocSAM(Pretrained, Localizer, L.LightningModule):
-    """SAM mask decoder prompted with one 256-d embedding per image (InteractVLM's MV-Loc localizer).
+    """SAM mask decoder prompted with 256-d embeddings (InteractVLM's MV-Loc localizer).
 
     Args:
         variant: encoder size: vit_b / vit_l / vit_h (segment-anything sizes) or tiny.
@@ -164,6 +198,12 @@ class MVLocSAM(Pretrained, Localizer, L.LightningModule):
             default 1024 for full variants, 128 for tiny.
         tiny_embed_dim, tiny_depth, tiny_patch, tiny_heads, tiny_window,
         tiny_decoder_mlp_dim: the tiny encoder / decoder sizes (ignored for full variants).
+        prompt_dim: the prompt / transformer width (SAM: 256, what the released checkpoints need);
+            also the image encoder's output channels.
+        decoder: overrides of the prompt encoder / mask decoder sizes, segment-anything's names:
+            depth, num_heads, mlp_dim, attention_downsample_rate, num_multimask_outputs,
+            iou_head_depth, iou_head_hidden_dim, mask_in_chans (defaults :data:`DECODER_DEFAULTS`,
+            mlp_dim = tiny_decoder_mlp_dim for tiny, iou_head_hidden_dim = prompt_dim).
         freeze_image_encoder: keep the image encoder frozen, in eval mode and under no_grad.
         freeze_prompt_encoder: keep the prompt encoder frozen (only its no-mask embedding and
             positional encoding are used).
@@ -185,6 +225,8 @@ class MVLocSAM(Pretrained, Localizer, L.LightningModule):
         tiny_heads: int = 2,
         tiny_window: int = 4,
         tiny_decoder_mlp_dim: int = 256,
+        prompt_dim: int = PROMPT_DIM,
+        decoder: dict | None = None,
         freeze_image_encoder: bool = True,
         freeze_prompt_encoder: bool = True,
         freeze_unused_decoder_heads: bool = True,
@@ -215,21 +257,35 @@ class MVLocSAM(Pretrained, Localizer, L.LightningModule):
             raise ValueError(f"MVLocSAM: image_size {size} must be a multiple of the patch size {patch}")
         if encode_chunk_size is not None and encode_chunk_size < 1:
             raise ValueError(f"MVLocSAM: encode_chunk_size must be >= 1 or None, got {encode_chunk_size}")
+        dim = int(prompt_dim)
+        dec = {**DECODER_DEFAULTS, "mlp_dim": mlp_dim, "iou_head_hidden_dim": dim}
+        unknown = sorted(set(decoder or {}) - set(dec))
+        if unknown:
+            raise ValueError(f"MVLocSAM: unknown decoder size(s) {unknown}; expected some of {sorted(dec)}")
+        dec.update({k: int(v) for k, v in (decoder or {}).items()})
+        if dim < 8 or dim % 8 or dim % dec["num_heads"] or (dim // dec["attention_downsample_rate"]) % dec["num_heads"]:
+            raise ValueError(f"MVLocSAM: prompt_dim {dim} must be a multiple of 8 and of decoder.num_heads "
+                             f"{dec['num_heads']} (also after the attention downsampling by "
+                             f"{dec['attention_downsample_rate']})")
         self.image_size = size
+        self.prompt_dim = dim
         grid = size // patch
         self.image_encoder = ImageEncoderViT(
             depth=int(enc["depth"]), embed_dim=int(enc["embed_dim"]), img_size=size, mlp_ratio=4,
             norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=int(enc["num_heads"]), patch_size=patch,
             qkv_bias=True, use_rel_pos=True, global_attn_indexes=tuple(enc["global_attn_indexes"]),
-            window_size=window, out_chans=PROMPT_DIM,
+            window_size=window, out_chans=dim,
         )
         self.prompt_encoder = PromptEncoder(
-            embed_dim=PROMPT_DIM, image_embedding_size=(grid, grid), input_image_size=(size, size), mask_in_chans=16,
+            embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(size, size),
+            mask_in_chans=dec["mask_in_chans"],
         )
         self.mask_decoder = MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=mlp_dim, num_heads=8),
-            transformer_dim=PROMPT_DIM, iou_head_depth=3, iou_head_hidden_dim=256,
+            num_multimask_outputs=dec["num_multimask_outputs"],
+            transformer=TwoWayTransformer(depth=dec["depth"], embedding_dim=dim, mlp_dim=dec["mlp_dim"],
+                                          num_heads=dec["num_heads"],
+                                          attention_downsample_rate=dec["attention_downsample_rate"]),
+            transformer_dim=dim, iou_head_depth=dec["iou_head_depth"], iou_head_hidden_dim=dec["iou_head_hidden_dim"],
         )
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
@@ -262,8 +318,8 @@ class MVLocSAM(Pretrained, Localizer, L.LightningModule):
     # ------------------------------------------------------------------ interface
     @property
     def embed_dim(self) -> int:
-        """Width of a prompt and of the image embeddings (256 for SAM)."""
-        return PROMPT_DIM
+        """Width of a prompt and of the image embeddings (256 for SAM, ``prompt_dim``)."""
+        return self.prompt_dim
 
     @property
     def encoder_frozen(self) -> bool:
@@ -298,7 +354,7 @@ class MVLocSAM(Pretrained, Localizer, L.LightningModule):
         return (x * 255.0 - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
 
     def encode(self, images: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """SAM image embeddings (N, 256, h, w) of images (N, 3, H, W) in [0, 1].
+        """SAM image embeddings (N, prompt_dim, h, w) of images (N, 3, H, W) in [0, 1].
 
         Runs under ``torch.no_grad()`` when the encoder is frozen; ``chunk_size`` (default
         ``encode_chunk_size``) bounds how many images go through the encoder at once.
@@ -312,39 +368,48 @@ class MVLocSAM(Pretrained, Localizer, L.LightningModule):
 
     # ------------------------------------------------------------------ decoder
     def decode(self, embeddings: torch.Tensor, prompts: torch.Tensor,
-               output_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Mask logits (N, 1, H_out, W_out): embedding i decoded with prompt i.
+               output_size: tuple[int, int] | None = None,
+               return_iou: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits (N, 1, H_out, W_out): embedding i decoded with prompt (sequence) i.
 
-        ``embeddings`` (N, 256, h, w) from :meth:`encode`; ``prompts`` (N, 256) (or (N, 1, 256)),
-        used as the sparse prompt; the dense prompt is the no-mask embedding. Without
-        ``output_size`` the decoder's low-resolution masks (4h x 4w) are returned, otherwise
-        they are upsampled bilinearly to ``output_size``.
+        ``embeddings`` (N, C, h, w) from :meth:`encode`; ``prompts`` (N, C) (one token per embedding)
+        or (N, K, C) (a sequence of K sparse prompt tokens per embedding, e.g. the V gated tokens of
+        :func:`view_prompt_sequences`); the dense prompt is the no-mask embedding. Without
+        ``output_size`` the decoder's low-resolution masks (4h x 4w) are returned, otherwise they are
+        upsampled bilinearly to ``output_size``. ``return_iou`` also returns the IoU head's
+        prediction for the kept mask (N, 1), as ``MaskDecoder.forward(multimask_output=False)``.
         """
         h, w = self.embedding_size
-        if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (PROMPT_DIM, h, w):
-            raise ValueError(f"MVLocSAM.decode: expected embeddings of shape (N, {PROMPT_DIM}, {h}, {w}) "
+        C = self.prompt_dim
+        if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (C, h, w):
+            raise ValueError(f"MVLocSAM.decode: expected embeddings of shape (N, {C}, {h}, {w}) "
                              f"(from encode at image_size {self.image_size}), got {tuple(embeddings.shape)}")
-        if prompts.ndim == 3 and prompts.shape[1] == 1:
-            prompts = prompts[:, 0]
-        if prompts.ndim != 2 or prompts.shape != (embeddings.shape[0], PROMPT_DIM):
-            raise ValueError(f"MVLocSAM.decode: expected prompts of shape ({embeddings.shape[0]}, {PROMPT_DIM}) "
-                             f"(one per embedding), got {tuple(prompts.shape)}")
-        md = self.mask_decoder
         n = embeddings.shape[0]
-        # Same token order as MaskDecoder.predict_masks: IoU token, 4 mask tokens, then the prompt.
+        if prompts.ndim == 2:
+            if prompts.shape != (n, C):
+                raise ValueError(f"MVLocSAM.decode: expected prompts of shape ({n}, {C}) "
+                                 f"(one per embedding), got {tuple(prompts.shape)}")
+            prompts = prompts.unsqueeze(1)
+        elif prompts.ndim != 3 or prompts.shape[0] != n or prompts.shape[2] != C or prompts.shape[1] < 1:
+            raise ValueError(f"MVLocSAM.decode: expected prompts of shape ({n}, {C}) or ({n}, K, {C}) "
+                             f"(one prompt sequence per embedding), got {tuple(prompts.shape)}")
+        md = self.mask_decoder
+        # Same token order as MaskDecoder.predict_masks: IoU token, the mask tokens, then the sparse prompts.
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
-        tokens = torch.cat([out_tokens.unsqueeze(0).expand(n, -1, -1).to(prompts.dtype), prompts.unsqueeze(1)], dim=1)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(n, -1, -1).to(prompts.dtype), prompts], dim=1)
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         src = embeddings + dense.to(embeddings.dtype)
         pos = self.prompt_encoder.get_dense_pe().to(src.dtype)  # (1, C, h, w), broadcast over N in attention
         hs, src = md.transformer(src, pos, tokens)
-        src = src.transpose(1, 2).reshape(n, PROMPT_DIM, h, w)
+        src = src.transpose(1, 2).reshape(n, C, h, w)
         upscaled = md.output_upscaling(src)
         # multimask_output=False keeps mask token 0 only, so only its hypernetwork is evaluated.
         hyper = md.output_hypernetworks_mlps[0](hs[:, 1, :])
         masks = torch.einsum("nc,nchw->nhw", hyper, upscaled).unsqueeze(1)
         if output_size is not None:
             masks = F.interpolate(masks, size=tuple(int(s) for s in output_size), mode="bilinear", align_corners=False)
+        if return_iou:
+            return masks, md.iou_prediction_head(hs[:, 0, :])[:, :1]
         return masks
 
     def forward(self, images: torch.Tensor, prompts: torch.Tensor,

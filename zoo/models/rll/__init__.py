@@ -7,8 +7,9 @@
 * :mod:`~zoo.models.rll.prompts`: where the prompts come from (learned per class here; VLM contact
   tokens in the InteractVLM system).
 * :mod:`~zoo.models.rll.pipeline`: :class:`RenderLocalizeLift` — render (cached) -> encode (cached
-  when the encoder is frozen) -> per-view prompts from the lifter -> decode -> lift, and the 2D + 3D
-  losses.
+  when the encoder is frozen) -> per-view prompts from the lifter (all V gated tokens prompt every
+  view, ``prompt_mode: shared``, as InteractVLM; or one token per view, ``own``) -> decode -> lift
+  (from the mask logits), and the 2D + 3D losses.
 
 Systems (MV-Loc, InteractVLM) compose these; nothing here is a system.
 """

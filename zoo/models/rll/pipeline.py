@@ -5,6 +5,13 @@
 :data:`LOSSES_3D`). It takes prompts from outside — learned class embeddings (MV-Loc) or VLM
 contact tokens (InteractVLM) — and returns per-view mask logits, probabilities and lifted
 per-element scores; :meth:`RenderLocalizeLift.losses` adds InteractVLM's losses (eqs. 1-6).
+
+The lifter turns each prompt into V gated tokens, one per view. With ``prompt_mode="shared"``
+(InteractVLM's code, the default) the V tokens form one sparse prompt sequence that every view's
+embedding is decoded with, so each view's mask depends on all V tokens; ``"own"`` decodes view v
+with token v alone (see :func:`zoo.models.localizer.mvloc_sam.view_prompt_sequences`). The lift
+takes the mask logits (clamped to +-20, sigmoid) on the pixels the lift map covers, as
+InteractVLM's ``HumanContact3DPredictor`` does.
 """
 from __future__ import annotations
 
@@ -16,12 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.core import registry
-from zoo.models.losses import HumanContactLoss3D, MaskLoss2D, ObjectAffordanceLoss
+from zoo.models.localizer.mvloc_sam import PROMPT_MODES, view_prompt_sequences
+from zoo.models.losses import HumanContactLoss3D, MaskLoss2D, ObjectAffordanceComposite3D, ObjectAffordanceLoss
 
-__all__ = ["RenderLocalizeLift", "LOSSES_2D", "LOSSES_3D"]
+__all__ = ["RenderLocalizeLift", "LOSSES_2D", "LOSSES_3D", "PROMPT_MODES"]
 
 LOSSES_2D = registry.Parts("2D loss", {"focal_dice": MaskLoss2D})
-LOSSES_3D = registry.Parts("3D loss", {"contact_focal": HumanContactLoss3D, "dice_mse": ObjectAffordanceLoss})
+LOSSES_3D = registry.Parts("3D loss", {"contact_focal": HumanContactLoss3D, "dice_mse": ObjectAffordanceLoss,
+                                       "focal_dice_mse_l1": ObjectAffordanceComposite3D})
 
 
 def _as_loss(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -38,12 +47,21 @@ class RenderLocalizeLift(nn.Module):
     scores (B, N), seen (list of (N,) masks, one per image set), lifts, images}. When the surface's
     views are shared by all samples and ``prompt_ids`` are given, each distinct prompt is decoded and
     lifted once and the results are indexed (exact: gradients of repeated samples add up through the
-    indexing).
+    indexing). ``prompt_mode``: ``shared`` (all V gated tokens prompt every view, InteractVLM) or
+    ``own`` (view v sees its own token only).
+
+    A 3D loss whose ``takes_seen`` attribute is true receives every element's score, the labels and
+    the (B, N) seen mask (``loss_3d(scores, labels, seen=...)``) and chooses its own averaging;
+    otherwise it gets the surface's ``loss_inputs`` (the seen vertices of the body, every point of a
+    cloud).
     """
 
     def __init__(self, surface: nn.Module, localizer: nn.Module, lifter: nn.Module, loss_2d: nn.Module,
-                 loss_3d: nn.Module, owner: str = "RenderLocalizeLift") -> None:
+                 loss_3d: nn.Module, owner: str = "RenderLocalizeLift", prompt_mode: str = "shared") -> None:
         super().__init__()
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"{owner}: prompt_mode must be one of {', '.join(PROMPT_MODES)}; got {prompt_mode!r}")
+        self.prompt_mode = prompt_mode
         self.surface = surface
         self.localizer = localizer
         self.lifter = lifter
@@ -61,7 +79,7 @@ class RenderLocalizeLift(nn.Module):
         """Per-view mask logits (P, V, H, W) from embeddings (P * V, C, h, w) and prompts (P, C)."""
         P, V = prompts.shape[0], self.surface.num_views
         per_view = self.lifter(prompts, self.cams)  # (P, V, C)
-        logits = self.localizer.decode(emb, per_view.reshape(P * V, -1), output_size=size)
+        logits = self.localizer.decode(emb, view_prompt_sequences(per_view, self.prompt_mode), output_size=size)
         return logits.reshape(P, V, *logits.shape[-2:])
 
     def forward(self, batch: dict, prompts: torch.Tensor, prompt_ids: torch.Tensor | None = None,
@@ -81,7 +99,7 @@ class RenderLocalizeLift(nn.Module):
             U, V = p.shape[0], emb.shape[0]
             logits = self._decode(emb.unsqueeze(0).expand(U, *emb.shape).reshape(U * V, *emb.shape[1:]), p, size)
             probs = torch.sigmoid(logits)
-            scores, seen = lift.lift(probs)
+            scores, seen = lift.lift(logits, from_logits=True)
             if inv is not None:
                 logits, probs, scores = logits[inv], probs[inv], scores[inv]
             return {"logits": logits, "probs": probs, "scores": scores, "seen": [seen], "lifts": views.lifts,
@@ -90,7 +108,7 @@ class RenderLocalizeLift(nn.Module):
         probs = torch.sigmoid(logits)
         scores, seen = [], []
         for b, lift in enumerate(views.lifts):
-            s, m = lift.lift(probs[b:b + 1])
+            s, m = lift.lift(logits[b:b + 1], from_logits=True)
             scores.append(s[0])
             seen.append(m)
         return {"logits": logits, "probs": probs, "scores": torch.stack(scores), "seen": seen, "lifts": views.lifts,
@@ -112,7 +130,12 @@ class RenderLocalizeLift(nn.Module):
         if masks.shape[-2:] != logits.shape[-2:]:
             masks = F.interpolate(masks, size=logits.shape[-2:], mode="nearest")
         l2d, t2d = _as_loss(self.loss_2d(logits.flatten(0, 1), masks.flatten(0, 1).to(logits.dtype)))
-        l3d, t3d = _as_loss(self.loss_3d(*self.surface.loss_inputs(out, label)))
+        if getattr(self.loss_3d, "takes_seen", False):
+            seen = out["seen"]
+            mask = seen[0].expand(label.shape[0], -1) if len(seen) == 1 else torch.stack(seen)
+            l3d, t3d = _as_loss(self.loss_3d(out["scores"], label, seen=mask))
+        else:
+            l3d, t3d = _as_loss(self.loss_3d(*self.surface.loss_inputs(out, label)))
         losses = {"loss": l2d + l3d, "loss_2d": l2d, "loss_3d": l3d}
         losses.update({f"loss_2d_{k}": v for k, v in t2d.items()})
         losses.update({f"loss_3d_{k}": v for k, v in t3d.items()})

@@ -83,6 +83,10 @@ class BodySurface(Surface):
             licensed model data never enters a checkpoint.
         hip_deg: the canonical pose's hip spread about z (InteractVLM: 30).
         label_key: batch key of the per-vertex labels (B, V).
+        mask_min_vertices: the 2D targets' rule. k = 1, 2 or 3: a pixel is 1 when at least k of
+            its face's vertices are in contact (label > 0), else 0 -- InteractVLM's rule, k = 3 for
+            the paper's model, k = 2 for the released DAMON model (FIX.md "mv2"). None: the label
+            of the face's vertex with the largest barycentric weight (the zoo's earlier rule).
 
     The views, lift map and (with a frozen image encoder) the embeddings are computed once; the
     renderer also keeps the lift map on disk.
@@ -93,10 +97,13 @@ class BodySurface(Surface):
     what = "body"
 
     def __init__(self, renderer: dict, body_model: dict, hip_deg: float = 30.0,
-                 label_key: str = "contact_label") -> None:
+                 label_key: str = "contact_label", mask_min_vertices: int | None = 3) -> None:
         super().__init__(renderer, label_key)
+        if mask_min_vertices is not None and (isinstance(mask_min_vertices, bool) or mask_min_vertices not in (1, 2, 3)):
+            raise ValueError(f"BodySurface: mask_min_vertices must be 1, 2, 3 or null, got {mask_min_vertices!r}")
         self.body_model_cfg = dict(body_model)
         self.hip_deg = float(hip_deg)
+        self.mask_min_vertices = None if mask_min_vertices is None else int(mask_min_vertices)
 
     def body(self) -> nn.Module:
         """The body model (built on first use)."""
@@ -138,8 +145,9 @@ class BodySurface(Surface):
         return SurfaceViews(images[None], [lift], emb, True)
 
     def targets(self, labels: torch.Tensor, lifts: list) -> torch.Tensor:
-        """Per-view 2D targets (B, V, H, W): the label of the vertex each pixel shows, -1 on background."""
-        return lifts[0].to_masks(labels, background=BACKGROUND, hard=True)
+        """Per-view 2D targets (B, V, H, W): 1 where the pixel's face has at least ``mask_min_vertices`` contact
+        vertices, else 0 (None: the label of the face's vertex with the largest weight), -1 on background."""
+        return lifts[0].to_masks(labels, background=BACKGROUND, hard=True, min_vertices=self.mask_min_vertices)
 
     def loss_inputs(self, out: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted, target) per-vertex scores for the 3D loss: the vertices some view sees."""
