@@ -63,7 +63,8 @@ class Localizer(Interface):
     """``localizer``: prompted 2D segmentation (MV-Loc's SAM).
 
     ``encode(images (N, 3, H, W) in [0, 1]) -> embeddings (N, embed_dim, h, w)``;
-    ``decode(embeddings (N, embed_dim, h, w), prompts (N, embed_dim), output_size=None) -> mask logits
+    ``decode(embeddings (N, embed_dim, h, w), prompts (N, embed_dim) or prompt sequences (N, K, embed_dim),
+    output_size=None) -> mask logits
     (N, 1, H', W')``; ``embed_dim`` (int) is the prompt width; ``encoder_frozen`` (bool) says whether
     ``encode`` is a pure function of the images (so callers may cache embeddings).
     """

@@ -38,7 +38,7 @@ PIAD_OBJECTS = ("Bag", "Bed", "Bottle", "Bowl", "Chair", "Clock", "Dishwasher", 
                 "Faucet", "Hat", "Keyboard", "Knife", "Laptop", "Microwave", "Mug", "Refrigerator", "Scissors",
                 "StorageFurniture", "Table", "TrashCan", "Vase")
 # LEMON's 17 affordance columns (lemon_3d's order, not PIAD's) and its 21 object classes.
-LEMON_AFFORDANCES = ["grasp", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move", "pull", "wear",
+LEMON_AFFORDANCES = ["grasp", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move", "pull", "listen",
                      "press", "cut", "stab", "ride", "play", "carry"]
 LEMON_OBJECTS = ("Backpack", "Bag", "Baseballbat", "Bed", "Bicycle", "Bottle", "Bowl", "Chair", "Earphone", "Guitar",
                  "Keyboard", "Knife", "Motorcycle", "Mug", "Scissors", "Skateboard", "Suitcase", "Surfboard",
