@@ -254,3 +254,209 @@ def test_figures_draw_contact_on_the_body_model(tmp_path):
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[1] > img.shape[0] >= 256  # predicted over GT rows
     assert small_deco().figures(batch, n=3) == []  # no body model configured: no figures
     assert not any(k.startswith("_body") for k in m.state_dict()), "body-model data must stay out of checkpoints"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 9, items 14, 16, 17, 18: the release's preprocessing, seg size, pretrained encoders and schedule
+
+
+def test_cv2_linear_resize_hand_computed():
+    """cv2.resize's INTER_LINEAR in 11-bit fixed point, worked by hand (weights in 1/2048, vertical pass
+    ((w0 * (a >> 4)) >> 16) + ((w1 * (b >> 4)) >> 16) + 2) >> 2)."""
+    from zoo.data.damon import cv2_linear_resize
+
+    # shrink 3 -> 2: positions 0.25, 1.75 -> 0.75*0 + 0.25*100 = 25; 0.25*100 + 0.75*255 = 216.25 -> 216
+    assert cv2_linear_resize(np.array([[0, 100, 255]], np.uint8), 2, 1).tolist() == [[25, 216]]
+    # shrink 4 -> 2 without antialiasing: positions 0.5 and 2.5 only see pixels (0, 1) and (2, 3)
+    assert cv2_linear_resize(np.array([[0, 0, 255, 255]], np.uint8), 2, 1).tolist() == [[0, 255]]
+    # enlarge 2 -> 4: positions -0.25 (edge column), 0.25, 0.75, 1.25 (edge); 0.5 rounds up
+    assert cv2_linear_resize(np.array([[0, 2]], np.uint8), 4, 1).tolist() == [[0, 1, 2, 2]]
+    # rows: 255*512 = 130560 -> >>4 = 8160; 512 * 8160 >> 16 = 63 ... as columns: [0, 64, 191, 255]
+    assert cv2_linear_resize(np.array([[0], [255]], np.uint8), 1, 4).tolist() == [[0], [64], [191], [255]]
+    rgb = np.stack([np.array([[0, 0, 255, 255]], np.uint8)] * 3, -1)
+    assert cv2_linear_resize(rgb, 2, 1).tolist() == [[[0, 0, 0], [255, 255, 255]]]
+    with pytest.raises(ValueError, match="expected a uint8"):
+        cv2_linear_resize(np.zeros((2, 2), np.float32), 1, 1)
+
+
+def _write_tiny_damon(root):
+    """One sample: an 8x2 RGB image, 2x2 label maps and contact mask, with values chosen for hand checks."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    img = np.zeros((2, 8, 3), np.uint8)
+    img[:, 4:, 0] = 255  # R: 0 0 0 0 255 255 255 255
+    img[:, :, 1] = 10  # G
+    img[:, 7, 2] = 200  # B: ... 0 200
+    Image.fromarray(img).save(root / "img.png")
+    Image.fromarray(np.array([[0, 20], [0, 20]], np.uint8)).save(root / "scene.png")
+    Image.fromarray(np.array([[0, 8], [0, 8]], np.uint8)).save(root / "part.png")
+    Image.fromarray(np.array([[0, 255], [0, 255]], np.uint8)).save(root / "contact.png")
+    for split in ("trainval", "test"):
+        np.savez(root / f"hot_dca_{split}.npz", imgname=np.array(["img.png"]), pose=np.zeros((1, 72)),
+                 shape=np.zeros((1, 10)), transl=np.zeros((1, 3)), cam_k=np.eye(3)[None],
+                 contact_label=np.zeros((1, 6890)), polygon_2d_contact=np.array(["contact.png"]),
+                 scene_seg=np.array(["scene.png"]), part_seg=np.array(["part.png"]))
+    return root
+
+
+def test_damon_release_preprocessing_bgr_and_cv2_resize(tmp_path):
+    from zoo.data.damon import DamonDataset
+    from zoo.data.formats import IMAGENET_MEAN, IMAGENET_STD
+
+    root = _write_tiny_damon(tmp_path / "damon")
+    ds = DamonDataset(root / "hot_dca_test.npz", root, image_size=4, seg_size=4, channel_order="bgr", resize="cv2")
+    item = ds[0]
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    # BGR planes (hand-resized 8 -> 4 wide at 0.5, 2.5, 4.5, 6.5; 2 -> 4 rows of equal values), each normalised
+    # with ImageNet's statistics in R, G, B order, as the release's Normalize sees cv2's planes
+    planes = np.array([[0, 0, 0, 100], [10, 10, 10, 10], [0, 0, 255, 255]], np.float64)
+    want = (planes[:, None, :] / 255.0 - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(item["image"].numpy(), np.broadcast_to(want, (3, 4, 4)), rtol=0, atol=1e-6)
+    # label maps resized bilinearly as well: ids interpolated between the classes (the release's behaviour)
+    assert item["scene_seg"].argmax(0).tolist() == [[0, 5, 15, 20]] * 4
+    assert item["part_seg"].argmax(0).tolist() == [[0, 2, 6, 8]] * 4
+    assert item["contact_2d"][0].tolist() == [[0.0, 1.0, 1.0, 1.0]] * 4  # 0, 64, 191, 255 > 0
+
+    ours = DamonDataset(root / "hot_dca_test.npz", root, image_size=4, seg_size=4)  # defaults: rgb, pil
+    o = ours[0]
+    assert o["scene_seg"].argmax(0).tolist() == [[0, 0, 20, 20]] * 4  # nearest neighbour
+    assert o["contact_2d"][0].tolist() == [[0.0, 0.0, 1.0, 1.0]] * 4
+    r = o["image"][0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # channel 0 is red here, PIL-antialiased
+    assert 0 < float(r[0, 1]) < 1 and float(r[0, 0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_damon_preprocessing_options_checked(tmp_path):
+    from zoo.core.batch import DataError
+    from zoo.data.damon import DamonDataModule
+
+    with pytest.raises(DataError, match="channel_order must be 'rgb' or 'bgr'"):
+        DamonDataModule(root=str(tmp_path), channel_order="BGR")
+    with pytest.raises(DataError, match="resize must be 'pil' or 'cv2'"):
+        DamonDataModule(root=str(tmp_path), resize="bilinear")
+    root = _write_tiny_damon(tmp_path / "damon")
+    dm = DamonDataModule(root=str(root), batch_size=1, image_size=4, seg_size=4, channel_order="bgr", resize="cv2")
+    dm.setup("test")
+    assert dm.test_set.channel_order == "bgr" and dm.test_set.resize == "cv2"
+
+
+def test_deco_damon_recipe_is_the_release_configuration(monkeypatch, capfd):
+    from zoo.core import recipe as R
+
+    monkeypatch.delenv("DECO_HRNET_WEIGHTS", raising=False)
+    rec = R.load("deco/damon")
+    data, system = rec["data"], rec["system"]
+    assert (data["image_size"], data["seg_size"]) == (256, 256), "the release's segmentation loss is at 256"
+    assert system.get("seg_loss_size") is None
+    assert (data["channel_order"], data["resize"]) == ("bgr", "cv2")
+    assert system["pretrained_encoders"] is True and system["backbone"]["weights"] is None
+    capfd.readouterr()
+    model = build("system", system, materialize=False)
+    err = capfd.readouterr().err
+    assert "RANDOM initialisation" in err and "pose_hrnet_w32_256x192.pth" in err and model.random_init_warned
+
+
+def test_random_init_warning_only_when_no_weights(tmp_path, monkeypatch, capfd):
+    from zoo.core import recipe as R
+
+    weights = tmp_path / "pose_hrnet_w32_256x192.pth"
+    weights.write_bytes(b"")
+    monkeypatch.setenv("DECO_HRNET_WEIGHTS", str(weights))
+    system = R.load("deco/damon")["system"]
+    assert system["backbone"]["weights"] == str(weights)
+    capfd.readouterr()
+    build("system", system, materialize=False)
+    build("system", {**system, "backbone": {**system["backbone"], "weights": None}, "pretrained_encoders": False},
+          materialize=False)
+    build("system", {**system, "backbone": {**system["backbone"], "weights": None}, "weights": str(weights)},
+          materialize=False)
+    assert "RANDOM initialisation" not in capfd.readouterr().err
+
+
+def test_release_schedule_recipe():
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from zoo.core import recipe as R
+    from zoo.systems.deco import ReleasePlateau
+
+    rec = R.load("deco/damon_release")
+    system = rec["system"]
+    assert system["optim"] == {"name": "adam", "lr": 1e-5, "weight_decay": 1e-4}
+    assert rec["data"]["batch_size"] == 4
+    assert system["lr_on_plateau"] == {"monitor": "val/f1", "mode": "max", "patience": 3, "factor": 0.5,
+                                       "reset_state": True}
+    assert system["early_stop"] == {"monitor": "val/f1", "mode": "max", "patience": 10}
+    tiny = {**system, **TINY, "num_vertices": V, "optim": system["optim"], "body_model": None}
+    m = build("system", tiny)
+    (es,) = m.configure_callbacks()
+    assert isinstance(es, EarlyStopping) and (es.monitor, es.mode, es.patience) == ("val/f1", "max", 10)
+    cfg = m.configure_optimizers()
+    assert isinstance(cfg["optimizer"], torch.optim.Adam) and cfg["optimizer"].defaults["lr"] == 1e-5
+    sched = cfg["lr_scheduler"]
+    assert isinstance(sched["scheduler"], ReleasePlateau) and sched["monitor"] == "val/f1"
+    assert (sched["scheduler"].patience, sched["scheduler"].factor) == (3, 0.5)
+
+
+def test_release_plateau_hand_sequence():
+    from zoo.systems.deco import ReleasePlateau
+
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.Adam([p], lr=1.0)
+    sched = ReleasePlateau(opt, mode="max", factor=0.5, patience=3)
+    lrs, states = [], []
+    # best 0.6 at epoch 2 (epoch 3 ties it: a tie counts as reaching the best); epochs 4, 5, 6 fall short:
+    # halve at the third (epoch 6) and again at epoch 7; a new best at epoch 8 stops the halving
+    for f1 in (0.50, 0.60, 0.60, 0.55, 0.58, 0.59, 0.59, 0.70, 0.65):
+        p.grad = torch.ones(2)
+        opt.step()
+        sched.step(f1)
+        lrs.append(opt.param_groups[0]["lr"])
+        states.append(len(opt.state))
+    assert lrs == [1, 1, 1, 1, 1, 0.5, 0.25, 0.25, 0.25]
+    assert states == [1, 1, 1, 1, 1, 0, 0, 1, 1], "Adam's moments restart at each halving"
+    assert sched.get_last_lr() == [0.25] and sched.decays == 2
+    with pytest.raises(ValueError, match="unknown lr_on_plateau setting"):
+        small_deco(lr_on_plateau={"patiense": 3})
+    with pytest.raises(ValueError, match="optim.schedule must be 'constant'"):
+        small_deco(lr_on_plateau={"patience": 3}, optim={"name": "adam", "schedule": "cosine"})
+    with pytest.raises(ValueError, match="early_stop.mode must be 'max' or 'min'"):
+        small_deco(early_stop={"mode": "up"})
+
+
+def test_release_schedule_driven_by_lightning(tmp_path):
+    """Lightning steps ReleasePlateau with val/f1 each epoch and stops through EarlyStopping (added by
+    DECO.configure_callbacks); the lr and the stop follow the rules applied to the logged history."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback, EarlyStopping
+    from torch.utils.data import DataLoader
+
+    class History(Callback):
+        def __init__(self):
+            self.f1 = []
+
+        def on_validation_end(self, trainer, pl_module):  # after the module logged its epoch metrics
+            self.f1.append(float(trainer.callback_metrics["val/f1"]))
+
+    m = small_deco(optim={"name": "adam", "lr": 3e-2}, lr_on_plateau={"patience": 1, "factor": 0.5},
+                   early_stop={"patience": 2})
+    batches = [make_batch(B=4, seed=i) for i in range(2)]
+    hist = History()
+    trainer = L.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[hist], default_root_dir=str(tmp_path))
+    trainer.fit(m, DataLoader(batches, batch_size=None), DataLoader(batches[:1], batch_size=None))
+    assert any(isinstance(c, EarlyStopping) for c in trainer.callbacks)
+    # the release's lr rule over the history (ties reach the best)
+    lr, best, bad = 3e-2, -1.0, 0
+    for f in hist.f1:
+        best, bad = (f, 0) if f >= best else (best, bad + 1)
+        lr = lr * 0.5 if bad >= 1 else lr
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(lr)
+    # EarlyStopping: strict improvements only; stops once 2 epochs in a row bring none
+    best, wait, stop_at = -1.0, 0, None
+    for i, f in enumerate(hist.f1):
+        best, wait = (f, 0) if f > best else (best, wait + 1)
+        if wait >= 2:
+            stop_at = i + 1
+            break
+    assert len(hist.f1) == (stop_at or 8), hist.f1

@@ -13,6 +13,15 @@ Tiny CPU configuration (``recipes/base/backbone/tiny.yaml``, what the DECO demo 
 
     {name: timm, model: test_resnet, out_indices: [3], out_channels: 64}
 
+Pretrained HRNet weights: DECO's encoders start from the COCO pose HRNet-W32
+(``pose_hrnet_w32_256x192.pth``, from the HRNet pose-estimation release, which DECO's
+``utils/hrnet.py`` loads), not from ImageNet. Its key layout (``conv1``, ``bn1``, ``conv2``,
+``bn2``, ``layer1``, ``transition1..3``, ``stage2..4`` and a keypoint ``final_layer``) is the
+one timm's HRNet feature model uses, so :func:`convert_pose_hrnet` maps it one to one, drops
+only the keypoint head (and, for a timm ImageNet checkpoint, the classification heads
+``incre_modules``, ``downsamp_modules``, ``final_layer``, ``classifier``) and refuses any other
+key, naming the file. ``weights: /path/to/pose_hrnet_w32_256x192.pth`` loads it.
+
 ``test_resnet`` and ``test_byobnet`` are timm's test networks (0.49 and 0.14 GFLOP per 256x256
 image up to their 1/16 level); with either, a training step of the whole two-encoder DECO at batch
 8 takes well under a second on two idle CPU cores. Any other timm model is one override away
@@ -30,7 +39,13 @@ from zoo.core.hub import Pretrained
 from zoo.core.interfaces import Backbone
 from zoo.core.registry import register
 
-__all__ = ["TimmBackbone", "unwrap_state_dict"]
+__all__ = ["TimmBackbone", "unwrap_state_dict", "convert_pose_hrnet", "HRNET_HEAD_PREFIXES"]
+
+# Heads an HRNet checkpoint may carry that the feature extractor has no use for: the pose
+# release's keypoint conv ``final_layer.{weight,bias}`` and timm's ImageNet classification heads.
+HRNET_HEAD_PREFIXES = ("final_layer.", "incre_modules.", "downsamp_modules.", "classifier.")
+_HRNET_BODY = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition1.", "transition2.", "transition3.",
+               "stage2.", "stage3.", "stage4.")
 
 
 def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
@@ -44,6 +59,38 @@ def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict):
         raise ValueError(f"backbone weights {source}: expected a state dict (name -> tensor), got {type(sd).__name__}")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def convert_pose_hrnet(sd: dict[str, Any], own: dict[str, torch.Tensor], source: str) -> tuple[dict[str, Any], list[str]]:
+    """Map a pose-HRNet state dict (``pose_hrnet_w32_256x192.pth`` layout, DECO's encoder) onto timm's HRNet
+    feature model, whose state dict is ``own``: (tensors under timm's names, dropped head keys).
+
+    The body keys keep their names; keypoint / classification heads (:data:`HRNET_HEAD_PREFIXES`) are
+    dropped; any other key, or a body key timm's model does not have (another HRNet width or depth),
+    raises CheckpointError naming ``source`` and the keys. Shapes are checked by the caller's load.
+    """
+    from zoo.core.hub import CheckpointError
+
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+    for key, value in sd.items():
+        if key in own:
+            kept[key] = value
+        elif key.startswith(HRNET_HEAD_PREFIXES):
+            dropped.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        body = [k for k in unknown if k.startswith(_HRNET_BODY)]
+        why = (f"{len(body)} HRNet key(s) this model does not have (another width or depth?)" if body
+               else "keys outside the pose-HRNet layout")
+        raise CheckpointError(
+            f"HRNet weights {source}: {len(unknown)} key(s) do not map onto timm's HRNet ({why}): "
+            f"{unknown[:8]}{' ...' if len(unknown) > 8 else ''}; expected the pose-HRNet layout of "
+            f"pose_hrnet_w32_256x192.pth ({', '.join(p.rstrip('.') for p in _HRNET_BODY)}, final_layer), optionally "
+            f"under 'module.' / 'state_dict', or a timm HRNet checkpoint")
+    return kept, sorted(dropped)
 
 
 @register("backbone", "timm")
@@ -111,10 +158,16 @@ class TimmBackbone(Pretrained, Backbone, nn.Module):
         self.ignored_weight_keys: list[str] = []
 
     def convert_checkpoint(self, obj: Any, source: str) -> dict[str, torch.Tensor]:
-        """The timm model's tensors in ``obj`` under this module's names (``model.<key>``); keys the
-        feature model does not have are dropped and remembered in ``ignored_weight_keys``."""
+        """The timm model's tensors in ``obj`` under this module's names (``model.<key>``).
+
+        HRNet models read the pose-HRNet layout strictly (:func:`convert_pose_hrnet`: only the heads
+        are dropped, any other unknown key raises); for other models, keys the feature model does not
+        have (a classifier) are dropped. Dropped keys are remembered in ``ignored_weight_keys``."""
         sd = unwrap_state_dict(obj, source)
         own = self.model.state_dict()
+        if self.name.startswith("hrnet"):
+            kept, self.ignored_weight_keys = convert_pose_hrnet(sd, own, source)
+            return {f"model.{k}": v for k, v in kept.items()}
         self.ignored_weight_keys = sorted(k for k in sd if k not in own)
         return {f"model.{k}": v for k, v in sd.items() if k in own}
 
