@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -220,15 +221,16 @@ def _load_geodesic(geodesic: torch.Tensor | np.ndarray | str | Path) -> torch.Te
     return mat
 
 
-def _geodesics_of(body_model: dict) -> np.ndarray:
-    """The (V, V) geodesic matrix (metres) of a body model's template mesh, computed once and cached."""
-    from zoo.body.mesh import geodesic_distances
+def _geodesics_of(body_model: dict, method: str = "exact") -> np.ndarray:
+    """The (V, V) geodesic matrix (metres) of a body model: the released file beside the model files when
+    present, else exact geodesics on its template mesh (computed once and cached), or the edge-graph
+    bound with ``method="edges"``."""
+    from zoo.body.mesh import body_geodesic_distances
     from zoo.core.paths import cache_dir
     from zoo.core.registry import build
 
     bm = build("body_model", body_model)
-    return geodesic_distances(bm.v_template.detach().cpu().numpy(), bm.faces.cpu().numpy(),
-                              cache_dir=cache_dir("geodesics"))
+    return body_geodesic_distances(bm, cache_dir=cache_dir("geodesics"), method=method)
 
 
 def geodesic_error_per_image(dist: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
@@ -269,8 +271,10 @@ class GeodesicError(Metric):
 
     ``geodesic`` is a (V, V) matrix of vertex-to-vertex geodesic distances in
     metres (a tensor or a path to a .npy file); alternatively ``body_model`` (a body-model
-    sub-recipe) has it computed on that model's template mesh (cached under
-    ``$ZOO_HOME/geodesics``). Per image, with P the
+    sub-recipe) uses the released ``smpl_neutral_geodesic_dist.npy`` beside the model files when
+    present, else exact geodesics on the template mesh (cached under ``$ZOO_HOME/geodesics``;
+    about 20 CPU-minutes once for SMPL); ``method="edges"`` takes the edge-graph (Dijkstra) upper
+    bound instead, in seconds, for tests and tiny configurations. Per image, with P the
     predicted contact vertices (``pred >= threshold``) and G the ground-truth
     ones: ``fp = mean_{i in P} min_{j in G} D[i, j]`` and
     ``fn = mean_{j in G} min_{i in P} D[i, j]``, both x100 to centimetres.
@@ -297,7 +301,8 @@ class GeodesicError(Metric):
     main_key = None
 
     def __init__(self, geodesic: torch.Tensor | str | None = None, threshold: float = 0.5,
-                 body_model: dict | None = None, convention: str = "deco") -> None:
+                 body_model: dict | None = None, convention: str = "deco",
+                 method: Literal["exact", "edges"] = "exact") -> None:
         super().__init__()
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"GeodesicError: threshold must be in [0, 1], got {threshold}")
@@ -307,7 +312,7 @@ class GeodesicError(Metric):
         self.threshold = float(threshold)
         self.convention = check_convention("GeodesicError", convention)
         if geodesic is None:
-            geodesic = _geodesics_of(body_model)
+            geodesic = _geodesics_of(body_model, method)
         # Non-persistent buffer: follows .to(device) but stays out of state_dict
         # (190 MB for SMPL) and out of the DDP-synced metric states.
         self.register_buffer("geodesic", _load_geodesic(geodesic), persistent=False)

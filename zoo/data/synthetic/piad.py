@@ -8,6 +8,7 @@ Layout under ``<out>`` for each setting S in ``settings`` ("Seen", "Unseen")::
     S/Point/<Split>/<Object>/Point_<Split>_<Object>_<n>.txt   2048 lines: "<id> <Object> x y z a_1 .. a_17"
     S/Img/<Split>/<Object>/<aff>/Img_<Split>_<Object>_<aff>_<n>.jpg
     S/Box/<Split>/<Object>/<aff>/Img_<Split>_<Object>_<aff>_<n>.json  LabelMe: 'subject' and 'object' rectangles
+    S/piad_lookup_results_Train.pkl (Unseen: piad_unseen_lookup_results_Train.pkl)   retrieval list
 
 Point clouds come from ``zoo.data.synthetic.objects`` (exact affordance fields; values are
 ``exp(-d^2/sigma^2)`` from each functional region). Images show a *different* instance of
@@ -15,6 +16,12 @@ the same class (PIAD pairs are not one-to-one), rendered with the zoo's CPU rast
 from a random view, with a skin-coloured "actor" blob touching the object where the
 image's affordance is strongest (so the image says which affordance is meant); the
 ``subject`` box frames the actor and the ``object`` box the object.
+
+The retrieval list is in InteractVLM's format (a pickled dict ``{image path as in Img_Train.txt:
+[point file path as in Point_Train.txt, ...]}``, best match first): each training image's
+``RETRIEVAL_TOP`` training clouds of its class closest in shape to the object it shows (distance
+between six numbers of the normalised cloud: its extent and spread along each axis), standing in for
+InteractVLM's OpenShape look-up.
 
 Seen: every class in both splits (a fifth of each class's clouds and images in Test).
 Unseen: the classes of ``UNSEEN_CLASSES`` only in Test, the others only in Train (as in
@@ -31,6 +38,7 @@ import argparse
 import hashlib
 import json
 import math
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -38,15 +46,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.core.atomic import atomic_write_image, atomic_write_text
+from zoo.core.atomic import atomic_write_bytes, atomic_write_image, atomic_write_text
 from zoo.data.formats import AFFORDANCES
 from zoo.data.synthetic.objects import OBJECT_CLASSES, SyntheticObject, make_object
 from zoo.render.cameras import framing_pose, project_opencv
 from zoo.render.raster import render_mesh
 
-__all__ = ["UNSEEN_CLASSES", "generate_piad", "write_point_file", "render_interaction", "sphere_mesh", "cli"]
+__all__ = ["UNSEEN_CLASSES", "RETRIEVAL_TOP", "generate_piad", "write_point_file", "render_interaction", "sphere_mesh",
+           "shape_descriptor", "cli"]
 
 UNSEEN_CLASSES = ("Bed", "Laptop")
+RETRIEVAL_TOP = 10  # clouds listed per training image in the retrieval list
+_RETRIEVAL_FILE = {"Seen": "piad_lookup_results_Train.pkl", "Unseen": "piad_unseen_lookup_results_Train.pkl"}
 _SKIN = np.array([0.87, 0.68, 0.56])
 
 
@@ -187,20 +198,32 @@ def generate_piad(out: str | Path, n_objects: int = 440, n_images: int = 440, se
     return out
 
 
-def _point_job(job: tuple) -> None:
-    """Write one point file (runs in a worker process when ``workers`` > 1)."""
+def shape_descriptor(points: np.ndarray) -> np.ndarray:
+    """Six numbers describing a cloud's shape: per-axis extent and spread after centring and scaling the
+    farthest point to distance 1 (what the synthetic retrieval list ranks clouds by)."""
+    p = np.asarray(points, dtype=np.float64)
+    p = p - p.mean(0)
+    p = p / max(float(np.linalg.norm(p, axis=1).max()), 1e-12)
+    return np.concatenate([np.ptp(p, axis=0), p.std(0)])
+
+
+def _point_job(job: tuple) -> np.ndarray:
+    """Write one point file (runs in a worker process when ``workers`` > 1); returns its shape descriptor."""
     out, setting, s_id, seed, j, c, rel = job
     rng = np.random.default_rng([seed, s_id, 0, j])
     obj = make_object(c, rng)
     token = hashlib.md5(f"{seed}-{setting}-{j}".encode()).hexdigest()
     write_point_file(out / rel, obj, token)
+    return shape_descriptor(obj.points)
 
 
-def _image_job(job: tuple) -> tuple[str, str]:
-    """Render and write one image and its box file; returns their paths relative to ``out``."""
+def _image_job(job: tuple) -> tuple[str, str, np.ndarray]:
+    """Render and write one image and its box file; returns their paths relative to ``out`` and the shape
+    descriptor of the object it shows."""
     out, setting, s_id, seed, i, c, split, k, size = job
     rng = np.random.default_rng([seed, s_id, 1, i])
     obj = make_object(c, rng)
+    desc = shape_descriptor(obj.points)
     aff = str(rng.choice(obj.active_affordances))
     image, subj, obox = render_interaction(obj, aff, rng, size)
     stem = f"Img_{split}_{c}_{aff}_{k}"
@@ -208,7 +231,7 @@ def _image_job(job: tuple) -> tuple[str, str]:
     box_rel = f"{setting}/Box/{split}/{c}/{aff}/{stem}.json"
     atomic_write_image(out / img_rel, image, "JPEG", quality=92)
     atomic_write_text(out / box_rel, _labelme(f"../../../../Img/{split}/{c}/{aff}/{stem}.jpg", subj, obox, size))
-    return img_rel, box_rel
+    return img_rel, box_rel, desc
 
 
 def _run(fn, jobs: list, workers: int) -> list:
@@ -233,7 +256,7 @@ def _generate_setting(out: Path, setting: str, s_id: int, n_objects: int, n_imag
         rel = f"{setting}/Point/{split}/{c}/Point_{split}_{c}_{k}.txt"
         pjobs.append((out, setting, s_id, seed, j, c, rel))
         points[split].setdefault(c, []).append(rel)
-    _run(_point_job, pjobs, workers)
+    shape = {job[6]: d for job, d in zip(pjobs, _run(_point_job, pjobs, workers), strict=True)}
     lists = {s: {"Point": [], "Img": [], "Box": []} for s in ("Train", "Test")}
     for c in classes:
         lists["Train"]["Point"] += points["Train"].get(c, [])
@@ -242,15 +265,22 @@ def _generate_setting(out: Path, setting: str, s_id: int, n_objects: int, n_imag
         if points[split].get(c):  # an image without a cloud of its class in its split cannot be paired
             ijobs.append((out, setting, s_id, seed, i, c, split, k, size))
     test_used: dict[str, int] = {}
-    for job, (img_rel, box_rel) in zip(ijobs, _run(_image_job, ijobs, workers), strict=True):
+    lookup: dict[str, list[str]] = {}
+    for job, (img_rel, box_rel, desc) in zip(ijobs, _run(_image_job, ijobs, workers), strict=True):
         c, split = job[5], job[6]
         lists[split]["Img"].append(img_rel)
         lists[split]["Box"].append(box_rel)
+        if split == "Train":
+            pool = points["Train"][c]
+            dist = [float(np.linalg.norm(shape[rel] - desc)) for rel in pool]
+            lookup[img_rel] = [pool[k] for k in np.argsort(dist, kind="stable")[:RETRIEVAL_TOP]]
         if split == "Test":
             pool = points["Test"][c]
             n_used = test_used.get(c, 0)
             lists["Test"]["Point"].append(pool[n_used % len(pool)])
             test_used[c] = n_used + 1
+    # Plain pickle of builtin types (what InteractVLM's joblib.load reads), before the list files.
+    atomic_write_bytes(root / _RETRIEVAL_FILE[setting], pickle.dumps(lookup, protocol=4))
     for s, kinds in lists.items():
         for kind, paths in kinds.items():
             atomic_write_text(root / f"{kind}_{s}.txt", "".join(p + "\n" for p in paths))
