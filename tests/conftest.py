@@ -116,3 +116,23 @@ def _assert_same_last_checkpoint(full: Path, resumed: Path) -> None:
 def same_last_checkpoint():
     """Asserts that two runs' last checkpoints are equal (see _assert_same_last_checkpoint)."""
     return _assert_same_last_checkpoint
+
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
+
+
+def _load_golden(name: str) -> dict:
+    """The arrays of tests/fixtures/golden/<name>.npz (outputs of the official code; see its README)."""
+    import numpy as np
+
+    path = GOLDEN_DIR / (name if name.endswith(".npz") else f"{name}.npz")
+    if not path.is_file():
+        pytest.fail(f"golden file missing: {path} (copy it from ../shared/golden/ with the same name)")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def golden_npz():
+    """Loader of a golden file by name: ``golden_npz("lift_human")`` -> {key: array}."""
+    return _load_golden

@@ -10,8 +10,6 @@ only on the samples whose predictions lie exactly on the threshold grid.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,27 +17,19 @@ import torch
 from zoo.core import registry
 from zoo.metrics.affordance import AffordanceMetrics, affordance_per_class, affordance_scores_per_sample
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 TOL = 1e-6  # README: per-sample SIM, MAE, aIoU; overall, dataset and batch values
 AUC_TOL = 1e-7  # README: AUC without sklearn
 TABLE_TOL, TABLE_X100_TOL = 1e-5, 1e-4  # README: IAGNet's per-class tables
 
 
-def _load(name: str) -> dict[str, np.ndarray]:
-    path = GOLDEN / f"{name}.npz"
-    assert path.is_file(), f"golden file missing: {path} (copy it from ../shared/golden/)"
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+@pytest.fixture(scope="module")
+def iag(golden_npz):
+    return golden_npz("affordance_metrics_iagnet")
 
 
 @pytest.fixture(scope="module")
-def iag():
-    return _load("affordance_metrics_iagnet")
-
-
-@pytest.fixture(scope="module")
-def ivlm():
-    return _load("affordance_metrics_interactvlm")
+def ivlm(golden_npz):
+    return golden_npz("affordance_metrics_interactvlm")
 
 
 def _close(ours, want, atol: float, what: str) -> None:

@@ -8,8 +8,6 @@ show that the recorded buggy one differs.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -25,27 +23,19 @@ from zoo.metrics.contact import (
     geodesic_error_per_image,
 )
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 PRF_TOL = 1e-6  # README: P, R, F1 and pooled values
 GEO_TOL = 1e-5  # README: geodesic values
 VALIDATE_TOL = 1e-5  # README: InteractVLM's AverageMeter means (float32 sums, / (M + 1e-5))
 
 
-def _load(name: str) -> dict[str, np.ndarray]:
-    path = GOLDEN / f"{name}.npz"
-    assert path.is_file(), f"golden file missing: {path} (copy it from ../shared/golden/)"
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+@pytest.fixture(scope="module")
+def deco(golden_npz):
+    return golden_npz("contact_metrics_deco")
 
 
 @pytest.fixture(scope="module")
-def deco():
-    return _load("contact_metrics_deco")
-
-
-@pytest.fixture(scope="module")
-def ivlm():
-    return _load("contact_metrics_interactvlm")
+def ivlm(golden_npz):
+    return golden_npz("contact_metrics_interactvlm")
 
 
 def _close(ours, want, atol: float, what: str) -> None:

@@ -6,24 +6,18 @@ expected output is read from the file."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from zoo.models.localizer.mvloc_sam import MVLocSAM, view_prompt_sequences
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "sam_prompt_broadcast.npz"
 ATOL = 1e-5  # README section 7
 
 
 @pytest.fixture(scope="module")
-def golden():
-    if not GOLDEN.is_file():
-        pytest.fail(f"golden file missing: {GOLDEN} (copy it from shared/golden/ with the same name)")
-    with np.load(GOLDEN) as f:
-        return {k: f[k] for k in f.files}
+def golden(golden_npz):
+    return golden_npz("sam_prompt_broadcast")
 
 
 def _build(g) -> MVLocSAM:

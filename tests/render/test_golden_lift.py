@@ -3,24 +3,17 @@ lift_human.npz, README section 5): scores from the stored logits and the stored 
 Every input and expected output is read from the file."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
 from zoo.render.lift import LiftMap, mesh_lift_map
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "lift_human.npz"
 ATOL = 1e-5  # README section 5
 
 
 @pytest.fixture(scope="module")
-def golden():
-    if not GOLDEN.is_file():
-        pytest.fail(f"golden file missing: {GOLDEN} (copy it from shared/golden/ with the same name)")
-    with np.load(GOLDEN) as f:
-        return {k: f[k] for k in f.files}
+def golden(golden_npz):
+    return golden_npz("lift_human")
 
 
 def _vertex_map(g) -> LiftMap:

@@ -4,7 +4,6 @@ Every case is read from the file (mesh, views, labels, pix_to_face, k values, ex
 any other file of the same layout made from the official code is checked the same way. The rule:
 a pixel is on when pix_to_face >= 0 and at least k of its face's 3 vertices are in contact.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,15 +15,10 @@ from zoo.render.cameras import VIEW_NAMES, VIEW_SETS
 from zoo.render.lift import LiftMap
 from zoo.render.multiview import mesh_fragments
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "masks_human.npz"
-
 
 @pytest.fixture(scope="module")
-def gold():
-    if not GOLDEN.is_file():
-        pytest.skip(f"golden file {GOLDEN} is not there")
-    with np.load(GOLDEN) as z:
-        return {k: z[k] for k in z.files}
+def gold(golden_npz):
+    return golden_npz("masks_human")
 
 
 def _map(g, pix_to_face=None) -> LiftMap:

@@ -7,7 +7,6 @@ the tensors themselves (HRNet encoders, context decoders), and compare. Every si
 another set of the same layout (other seed, other image size) runs unchanged.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,6 @@ import torch
 
 from zoo.core import hub, registry
 from zoo.systems.deco_convert import convert_official_deco, official_deco_kwargs
-
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "deco_forward.npz"
 
 
 def official_fill(keys, shapes, ndims, is_float, seed) -> dict[str, torch.Tensor]:
@@ -39,11 +36,8 @@ def official_fill(keys, shapes, ndims, is_float, seed) -> dict[str, torch.Tensor
 
 
 @pytest.fixture(scope="module")
-def golden():
-    if not GOLDEN.is_file():
-        pytest.fail(f"golden file missing: {GOLDEN} (copy deco_forward.npz from ../shared/golden/)")
-    with np.load(GOLDEN) as z:
-        return {k: z[k] for k in z.files}
+def golden(golden_npz):
+    return golden_npz("deco_forward")
 
 
 @pytest.fixture(scope="module")
