@@ -254,25 +254,28 @@ class DamonDataset(Dataset):
     # -- loading ----------------------------------------------------------------------------
 
     def _read_image(self, key: str, row: int, mode: str):
+        """(image, resolved path, (w, h) of the file's pixels: a draft-decoded JPEG is smaller)."""
         from PIL import Image, ImageOps
 
         p = self.path(key, row)
         try:
             im = Image.open(p)
+            size = im.size
             if mode == "RGB" and im.format == "JPEG" and self.resize == "pil":
                 im.draft("RGB", (self.image_size, self.image_size))  # decode JPEGs at reduced scale
             im.load()
             if mode == "RGB" and self.resize == "cv2":
                 im = ImageOps.exif_transpose(im)  # cv2.imread applies the EXIF orientation
+                size = im.size
         except Exception as e:
             raise DataError(f"{self._where(row)}: key '{key}' file {p} is not a readable image "
                             f"({type(e).__name__}: {e})") from e
-        return im, p
+        return im, p, size
 
     def _labels(self, key: str, row: int, n_classes: int) -> np.ndarray:
         from PIL import Image
 
-        im, p = self._read_image(key, row, "L")
+        im, p, _ = self._read_image(key, row, "L")
         if im.mode in ("RGB", "RGBA"):
             # DECO reads label maps with cv2 (BGR) and keeps channel 0: blue in RGB order.
             im = im.getchannel("B")
@@ -291,8 +294,7 @@ class DamonDataset(Dataset):
         from PIL import Image
 
         S = self.image_size
-        im, _ = self._read_image("imgname", row, "RGB")
-        w, h = im.size
+        im, _, (w, h) = self._read_image("imgname", row, "RGB")  # cam_k is in the file's pixels
         if self.resize == "cv2":
             rgb = cv2_linear_resize(np.asarray(im.convert("RGB"), np.uint8), S, S)
         else:
@@ -301,7 +303,7 @@ class DamonDataset(Dataset):
             rgb = np.ascontiguousarray(rgb[..., ::-1])  # what cv2.imread hands the release
         scene = self._labels("scene_seg", row, NUM_SCENE_CLASSES)
         part = self._labels("part_seg", row, NUM_PART_CLASSES)
-        cm, _ = self._read_image("polygon_2d_contact", row, "L")
+        cm, _, _ = self._read_image("polygon_2d_contact", row, "L")
         cm = np.asarray(cm)
         cm = cm.reshape(cm.shape[0], cm.shape[1], -1)
         if self.resize == "cv2":  # each channel resized bilinearly, then > 0 (the release), any channel
