@@ -77,13 +77,40 @@ def test_channel_attention_hand_computed():
     torch.testing.assert_close(att(q, k, v), expected)
 
 
-def test_cross_attention_shared_matches_release():
-    ca = CrossAttention(4, shared=True)
-    assert ca.cross_attn_2 is None
-    a, b = torch.randn(2, 1, 4), torch.randn(2, 1, 4)
-    expected = ca.layer_norm(ca.cross_attn_1(a, b, b) * ca.cross_attn_1(b, a, a))
-    torch.testing.assert_close(ca(a, b), expected)
-    assert CrossAttention(4, shared=False).cross_attn_2 is not None
+def _identity_attention(att, query_scale=1.0):
+    with torch.no_grad():
+        for conv in (att.query_conv, att.key_conv, att.value_conv):
+            conv.weight.copy_(torch.eye(3)[:, :, None])
+            conv.bias.zero_()
+        att.query_conv.weight.mul_(query_scale)
+
+
+def _layer_norm(x):
+    mean = sum(x) / len(x)
+    var = sum((v - mean) ** 2 for v in x) / len(x)
+    return [(v - mean) / math.sqrt(var + 1e-5) for v in x]
+
+
+def test_cross_attention_hand_computed():
+    """sem = (1, 0, 0), part = (0, 1, 2), identity projections. Scene-to-part attention (query sem):
+    energy row 0 = part, rows 1, 2 = 0, so out_0 = (e + 2 e^2) / (1 + e + e^2) / sqrt 3 and
+    out_1 = out_2 = mean(part) / sqrt 3 = 1 / sqrt 3. Part-to-scene (query part, key and value sem):
+    row i = softmax(part_i, 0, 0) . (1, 0, 0) = e^{p_i} / (e^{p_i} + 2), over sqrt 3. The release
+    (shared) uses the first block both ways; its fused token is LayerNorm(a * b)."""
+    e, r3 = math.e, math.sqrt(3.0)
+    sem, part = torch.tensor([[[1.0, 0.0, 0.0]]]), torch.tensor([[[0.0, 1.0, 2.0]]])
+    a = [(e + 2 * e * e) / (1 + e + e * e) / r3, 1 / r3, 1 / r3]
+    b = [1 / 3 / r3, e / (e + 2) / r3, e * e / (e * e + 2) / r3]
+    shared = CrossAttention(3, shared=True)
+    assert shared.cross_attn_2 is None
+    _identity_attention(shared.cross_attn_1)
+    torch.testing.assert_close(shared(sem, part), torch.tensor([[_layer_norm([x * y for x, y in zip(a, b)])]]))
+    # the paper's variant: a second block for part-to-scene; with a zero query its softmax is uniform,
+    # so b_i = mean(sem) / sqrt 3 = 1 / (3 sqrt 3) for every i and the fused token is LayerNorm(a)
+    paper = CrossAttention(3, shared=False)
+    _identity_attention(paper.cross_attn_1)
+    _identity_attention(paper.cross_attn_2, query_scale=0.0)
+    torch.testing.assert_close(paper(sem, part), torch.tensor([[_layer_norm([x / 3 / r3 for x in a])]]))
 
 
 def test_losses_hand_computed(model):
@@ -115,12 +142,21 @@ def test_losses_hand_computed(model):
 
 
 def test_seg_loss_resizes_logits_to_label_size():
-    onehot = F.one_hot(torch.zeros(1, 32, 32, dtype=torch.long), 3).permute(0, 3, 1, 2).to(torch.uint8)
-    logits = torch.zeros(1, 3, 8, 8)
-    logits[:, 0] = math.log(2.0)  # softmax (0.5, 0.25, 0.25), constant so resizing keeps it
-    expected = -(math.log(0.5) + 2 * math.log(0.75)) / 3
-    assert deco_seg_bce(logits, onehot).item() == pytest.approx(expected, rel=1e-5)
-    assert deco_seg_bce(logits, onehot, size=4).item() == pytest.approx(expected, rel=1e-5)
+    """Two classes, logits (2 x 2, varying along x: class 0 = (0, 2), class 1 = 0) against 4 x 4 labels
+    (class 0 in columns 0, 1). Bilinear with half-pixel centres (align_corners=False, edges clamped)
+    samples x at -0.25, 0.25, 0.75, 1.25 -> class-0 logits 0, 0.5, 1.5, 2. With two classes both
+    channels' BCE equal -log p(true class), p0 = sigmoid(l0): the mean over the columns is
+    (ln 2 + ln(1 + e^-0.5) + ln(1 + e^1.5) + ln(1 + e^2)) / 4. align_corners=True would give
+    logits 0, 2/3, 4/3, 2 instead."""
+    labels = torch.tensor([0, 0, 1, 1]).expand(1, 4, 4)
+    onehot = F.one_hot(labels, 2).permute(0, 3, 1, 2).to(torch.uint8)
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 0, :, 1] = 2.0
+    expected = (math.log(2) + math.log1p(math.exp(-0.5)) + math.log1p(math.exp(1.5)) + math.log1p(math.exp(2))) / 4
+    assert deco_seg_bce(logits, onehot).item() == pytest.approx(expected, rel=1e-6)
+    # size=2: labels by nearest neighbour (columns 0 and 2 -> classes 0, 1), logits kept at 2 x 2
+    assert deco_seg_bce(logits, onehot, size=2).item() == pytest.approx((math.log(2) + math.log1p(math.exp(2))) / 2,
+                                                                         rel=1e-6)
 
 
 def test_weights_scale_terms():
