@@ -124,3 +124,17 @@ def test_camera_frame_parameters_reproduce_the_image(generated, body_dir):
         assert person.sum() > 50
         assert (sil & person).sum() >= 0.99 * person.sum()
         assert (sil & contact2d).sum() == contact2d.sum()
+
+
+def test_scenarios_option_restricts_the_draw_and_names_bad_ones(generated, tmp_path, body_dir):
+    a, _ = generated
+    everything = {str(s) for f in ("hot_dca_trainval.npz", "hot_dca_test.npz")
+                  for s in np.load(a / f, allow_pickle=True)["scenario"]}
+    assert len(everything) > 2, everything
+    c = generate_damon(tmp_path / "c", n=6, seed=5, image_size=64, model_dir=body_dir, scenarios=["lie", "sit"])
+    got = [str(s) for f in ("hot_dca_trainval.npz", "hot_dca_test.npz")
+           for s in np.load(c / f, allow_pickle=True)["scenario"]]
+    assert len(got) == 6 and set(got) <= {"lie", "sit"}
+    with pytest.raises(ValueError, match=r"generate_damon: scenarios must be a non-empty subset of \['stand', 'reach', "
+                                         r"'table', 'sit', 'lean', 'lie', 'head'\], got \['sit', 'fly'\]"):
+        generate_damon(tmp_path / "d", n=4, scenarios=["sit", "fly"], model_dir=body_dir)

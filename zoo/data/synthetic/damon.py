@@ -604,12 +604,13 @@ def _render_sample(rng, body_cam: np.ndarray, faces: torch.Tensor, part_labels: 
 
 
 def _generate_split(model, faces: torch.Tensor, part_labels, parts, n: int, split_id: int, split: str,
-                    seed: int, out: Path, size: int, contact_eps: float) -> dict:
+                    seed: int, out: Path, size: int, contact_eps: float,
+                    scenarios: tuple[str, ...] = SCENARIOS) -> dict:
     """Generate ``n`` samples of one split and write their image files; returns the npz arrays."""
     rngs = [np.random.default_rng([seed, split_id, i]) for i in range(n)]
     scen, poses, betas, hints = [], [], [], []
     for rng in rngs:
-        s = SCENARIOS[rng.integers(len(SCENARIOS))]
+        s = scenarios[rng.integers(len(scenarios))]
         p, h = _pose(rng, s)
         scen.append(s)
         poses.append(p)
@@ -686,12 +687,20 @@ def _generate_split(model, faces: torch.Tensor, part_labels, parts, n: int, spli
 
 
 def generate_damon(out: str | Path, n: int = 600, seed: int = 0, test_fraction: float = 0.2, image_size: int = 256,
-                   model_dir: str | None = None, contact_eps: float = 0.02, verbose: bool = False) -> Path:
+                   model_dir: str | None = None, contact_eps: float = 0.02, verbose: bool = False,
+                   scenarios: tuple[str, ...] | list[str] | None = None) -> Path:
     """Write a synthetic DAMON dataset of ``n`` samples (``test_fraction`` of them in the test split) to ``out``.
 
     Returns ``out``. ``model_dir`` is a smplx model folder (with ``smpl/SMPL_NEUTRAL.pkl``);
-    without one the synthetic body model is written to ``out/body_models``.
+    without one the synthetic body model is written to ``out/body_models``. ``scenarios``
+    restricts the draw to some of :data:`SCENARIOS` (all by default; the default draws are
+    unchanged by the option), e.g. two with disjoint contact for a quick learning check.
     """
+    scenarios = SCENARIOS if scenarios is None else tuple(scenarios)
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or not scenarios:
+        raise ValueError(f"generate_damon: scenarios must be a non-empty subset of {list(SCENARIOS)}, "
+                         f"got {list(scenarios)}")
     if n < 2:
         raise ValueError(f"generate_damon: n must be >= 2 (one train and one test sample), got {n}")
     if not 0.0 < test_fraction < 1.0:
@@ -714,7 +723,7 @@ def generate_damon(out: str | Path, n: int = 600, seed: int = 0, test_fraction: 
         for split_id, (split, count, fname) in enumerate((("trainval", n_train, "hot_dca_trainval.npz"),
                                                           ("test", n_test, "hot_dca_test.npz"))):
             splits[fname] = _generate_split(model, faces, part_labels, parts, count, split_id, split, seed, out,
-                                            image_size, contact_eps)
+                                            image_size, contact_eps, scenarios)
             if verbose:
                 print(f"{fname}: {count} samples ({time.time() - t0:.1f} s)")
     finally:
@@ -726,7 +735,8 @@ def generate_damon(out: str | Path, n: int = 600, seed: int = 0, test_fraction: 
 
 
 def cli(args: list[str]) -> int:
-    """``make_synthetic.py damon --n N --out DIR --seed S [--size 256] [--test-fraction 0.2] [--model-dir DIR]``."""
+    """``make_synthetic.py damon --n N --out DIR --seed S [--size 256] [--test-fraction 0.2] [--model-dir DIR]
+    [--scenarios a,b]``."""
     ap = argparse.ArgumentParser(prog="make_synthetic.py damon", description="Write a synthetic DAMON dataset.")
     ap.add_argument("--n", type=int, default=600, help="total samples (train+val+test)")
     ap.add_argument("--out", required=True, help="dataset root to write")
@@ -734,10 +744,12 @@ def cli(args: list[str]) -> int:
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--model-dir", default=None, help="smplx model dir (default: write the synthetic body)")
+    ap.add_argument("--scenarios", default=None, help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
     a = ap.parse_args(args)
     t0 = time.time()
     out = generate_damon(a.out, n=a.n, seed=a.seed, test_fraction=a.test_fraction, image_size=a.size,
-                         model_dir=a.model_dir, verbose=True)
+                         model_dir=a.model_dir, verbose=True,
+                         scenarios=None if a.scenarios is None else a.scenarios.split(","))
     print(f"wrote synthetic DAMON ({a.n} samples) to {out} in {time.time() - t0:.1f} s")
     return 0
 
