@@ -21,12 +21,12 @@ class EpochShuffleSampler(Sampler[int]):
         self.n = n
         self.seed = seed
         self.epoch = 0
+        self.skip = 0  # samples of this epoch already trained on (set by ResumableLoader on resume)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every training epoch."""
         self.epoch = epoch
-
-        self.skip = 0  # samples of this epoch already trained on (set by ResumableLoader on resume)
+        self.skip = 0
 
     def order(self) -> list[int]:
         """This epoch's permutation of range(n)."""
@@ -64,6 +64,21 @@ def pair_draw(n: int, seed: int, epoch: int, item: int) -> int:
     return int(np.random.default_rng([seed, epoch, item]).integers(n))
 
 
+def _keep_epoch_order(sampler: Sampler) -> None:
+    """Under DDP, Lightning wraps a training loader's sampler in a ``DistributedSamplerWrapper`` created with
+    ``shuffle=True`` (Lightning-AI/pytorch-lightning#21447): the wrapper would permute the positions of this
+    epoch's :class:`EpochShuffleSampler` order again with its own (seed, epoch) generator, so N processes
+    would train on other batches than one. The order is already shuffled and a pure function of (seed,
+    epoch), so the wrapper is made to deal it out as it is: rank r takes positions r, r + N, ..., and (when the
+    split divides by N * b) each step's N per-rank batches of size b hold exactly the samples of one process's
+    batch of size N * b (tests/integration/test_deco_ddp.py)."""
+    from torch.utils.data import DistributedSampler
+
+    inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)  # Lightning's _DatasetSamplerWrapper
+    if isinstance(sampler, DistributedSampler) and isinstance(inner, EpochShuffleSampler):
+        sampler.shuffle = False
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader over an :class:`EpochShuffleSampler` that knows how many batches of the current
     epoch it has handed out, and can start an epoch after that many (Lightning's ``_Stateful``
@@ -77,6 +92,7 @@ class ResumableLoader(DataLoader):
     def __init__(self, dataset, *, sampler: Sampler, **kwargs):
         # Lightning re-creates the loader with a DistributedSampler(Wrapper) under DDP: the position is then
         # still reported, but an interrupted epoch restarts from its first batch (with a warning).
+        _keep_epoch_order(sampler)
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._yielded = 0
         self._resume: dict | None = None
