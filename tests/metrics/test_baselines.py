@@ -41,3 +41,22 @@ def test_convention_passes_through():
     assert deco["precision"] == pytest.approx(1.0) and ivlm["precision"] == pytest.approx(0.0)
     assert class_prior_contact_f1(train, ["a", "b"], test, ["a", "b"], convention="interactvlm")["f1"] == \
         pytest.approx(0.5, abs=1e-6)
+
+
+def test_constant_affordance_hand_computed():
+    from zoo.metrics.baselines import constant_affordance
+
+    # two clouds of 4 points: gt (1, 0, 0, 0) and (0.5, 0.5, 0, 0)
+    test = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    r = constant_affordance(test, values=[0.25, 0.75])
+    # a constant map is uniform: SIM = sum min(1/4, g / sum g) = 0.25 and 0.5 -> mean 0.375
+    assert r["sim"] == pytest.approx(0.375)
+    # MAE at 0.25: (0.75 + 3 * 0.25) / 4 = 0.375 and (2 * 0.25 + 2 * 0.25) / 4 = 0.25; at 0.75 larger
+    assert r["mae"] == pytest.approx(0.3125) and r["value_mae"] == 0.25
+    # any constant ranks every point alike: AUC 0.5
+    assert r["auc"] == pytest.approx(0.5)
+    # aIoU at c: thresholds t <= c (of linspace(0, 1, 20)) predict every point, IoU = |gt >= 0.5| / 4
+    # -> 0.25 and 0.5; at c = 0.75: 15 of 20 thresholds -> 0.75 * 0.375
+    assert r["aiou"] == pytest.approx(0.75 * 0.375) and r["value_aiou"] == 0.75
+    with pytest.raises(ValueError, match=r"constant_affordance: test must be \(N, P\) heatmaps, got shape \(4,\)"):
+        constant_affordance(np.zeros(4))

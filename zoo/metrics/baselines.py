@@ -5,6 +5,9 @@
   F1 over the thresholds is reported, which favours the baseline (it is tuned on test).
 * ``class_prior_contact_f1``: the same with one frequency map per class (e.g. per object in
   semantic contact), i.e. what a model that only knows the class can reach.
+* ``constant_affordance``: one value for every point of every cloud (PIAD clouds have no point
+  correspondence, so no per-point frequency exists): its AUC is 0.5 whatever the value, its SIM
+  that of a uniform map; each metric is reported at the value that scores best on test.
 
 F1 follows ``ContactPRF`` (averaged over samples) under ``convention`` (``deco`` by default,
 or ``interactvlm``: see zoo.metrics.contact), so compare a model with the baseline under the same one.
@@ -18,7 +21,7 @@ import torch
 
 from zoo.metrics.contact import ContactPRF
 
-__all__ = ["constant_contact_f1", "class_prior_contact_f1", "DEFAULT_THRESHOLDS"]
+__all__ = ["constant_contact_f1", "class_prior_contact_f1", "constant_affordance", "DEFAULT_THRESHOLDS"]
 
 DEFAULT_THRESHOLDS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())
 
@@ -60,3 +63,24 @@ def class_prior_contact_f1(train: np.ndarray, train_classes: Sequence[str], test
     maps = {c: train[tc == c].mean(0) for c in set(train_classes)}
     pred = np.stack([maps.get(c, glob) for c in test_classes])
     return _best_f1(torch.from_numpy(pred), torch.from_numpy(test), thresholds, convention)
+
+
+def constant_affordance(test: np.ndarray, values: Sequence[float] = DEFAULT_THRESHOLDS,
+                        convention: str = "iagnet") -> dict[str, float]:
+    """Best test {sim, mae, auc, aiou} of a constant heatmap, each over ``values`` (MAE the lowest),
+    scored by ``AffordanceMetrics`` under ``convention``; ``value_<metric>`` says which value won."""
+    from zoo.metrics.affordance import AffordanceMetrics
+
+    test = torch.as_tensor(np.asarray(test, np.float32))
+    if test.ndim != 2:
+        raise ValueError(f"constant_affordance: test must be (N, P) heatmaps, got shape {tuple(test.shape)}")
+    best: dict[str, float] = {}
+    for v in values:
+        m = AffordanceMetrics(convention=convention)
+        m.update(torch.full_like(test, float(v)), test)
+        for k, x in m.compute().items():
+            x = float(x)
+            better = x < best[k] if k == "mae" and k in best else k not in best or x > best[k]
+            if better:
+                best[k], best[f"value_{k}"] = x, float(v)
+    return best
