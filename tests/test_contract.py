@@ -104,6 +104,11 @@ def _run(kind: str, m):
     return m(*_inputs(kind, m))
 
 
+# Values of the batch keys a metric may declare in ``batch_keys`` (six samples: two images with two objects each).
+BATCH_NAMES = {"imgname": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "c.jpg", "d.jpg"],
+               "object_name": ["chair", "cup", "chair", "bed", "cup", "bench"]}
+
+
 def _data(cfg: dict, tmp_path, name: str):
     dm = registry.build("datamodule", {"name": name, **cfg, "root": str(tmp_path / name)})
     dm.setup("fit")
@@ -136,11 +141,14 @@ def test_contract(kind, name, i, tiny, env, tmp_path):
         V = m.geodesic.shape[0] if hasattr(m, "geodesic") else 50
         g = torch.Generator().manual_seed(0)
         pred, target = torch.rand(6, V, generator=g), (torch.rand(6, V, generator=g) > 0.7).float()
-        m.update(pred, target)
+        keys = tuple(getattr(m, "batch_keys", ()) or ())
+        assert set(keys) <= set(BATCH_NAMES), f"{name} asks for batch keys {keys}; the contract knows {list(BATCH_NAMES)}"
+        extra = {k: BATCH_NAMES[k] for k in keys}
+        m.update(pred, target, **extra)
         res = m.compute()
         assert res and all(torch.isfinite(torch.as_tensor(v)).all() for v in res.values()), res
         m2 = _reload(m, tmp_path)
-        m2.update(pred, target)
+        m2.update(pred, target, **extra)
         _same(res, m2.compute(), name)
     else:
         m = registry.build(kind, {"name": name, **tiny}).eval()

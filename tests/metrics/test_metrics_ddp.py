@@ -1,6 +1,7 @@
 """Contact and affordance metrics under real DDP: two gloo processes, each updating its own shard
 (uneven sizes, an all-negative affordance sample on one rank), must compute exactly what one
-process computes on all the data."""
+process computes on all the data. The DAMON tables too, whose rows are gathered (``cat``): with an
+image's entries split between the ranks, and with one rank that saw no entry at all."""
 import os
 import socket
 
@@ -10,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from zoo.metrics.affordance import AffordanceMetrics
-from zoo.metrics.contact import ContactPRF
+from zoo.metrics.contact import ContactPRF, DamonBinaryContact, DamonSemanticContact
 
 
 def _data():
@@ -25,6 +26,18 @@ def _data():
 
 
 SHARDS = [slice(0, 3), slice(3, 9)]  # uneven on purpose
+IMAGES = ["i0", "i1", "i1", "i1", "i2", "i3", "i3", "i4", "i5"]  # i1's entries on both ranks
+OBJECTS = ["chair", "cup", "bed", "chair", "bench", "cup", "bottle", "skis", "tie"]
+DAMON_SHARDS = {"split": SHARDS, "idle": [slice(0, 0), slice(0, 9)]}  # rank 0 of "idle" never updates
+
+
+def _damon(sl: slice) -> dict[str, float]:
+    pred_c, gt_c, _, _ = _data()
+    b, s = DamonBinaryContact(), DamonSemanticContact()
+    if sl.stop > sl.start:
+        b.update(pred_c[sl], gt_c[sl], imgname=IMAGES[sl])
+        s.update(pred_c[sl], gt_c[sl], object_name=OBJECTS[sl])
+    return {k: float(v) for m in (b, s) for k, v in m.compute().items()}
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -38,6 +51,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         a.update(pred_a[s], gt_a[s])
         res = {f"contact/{k}": float(v) for k, v in c.compute().items()}
         res.update({f"affordance/{k}": float(v) for k, v in a.compute().items()})
+        res.update({f"{case}/{k}": v for case, shards in DAMON_SHARDS.items() for k, v in _damon(shards[rank]).items()})
         torch.save(res, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -59,7 +73,9 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     a.update(pred_a, gt_a)
     want = {f"contact/{k}": float(v) for k, v in c.compute().items()}
     want.update({f"affordance/{k}": float(v) for k, v in a.compute().items()})
-    assert set(want) >= {"contact/f1", "affordance/auc", "affordance/sim", "affordance/mae", "affordance/aiou"}
+    want.update({f"{case}/{k}": v for case in DAMON_SHARDS for k, v in _damon(slice(0, 9)).items()})
+    assert set(want) >= {"contact/f1", "affordance/auc", "affordance/sim", "affordance/mae", "affordance/aiou",
+                         "split/damon_binary/f1", "idle/damon_semantic/object/chair/f1"}
     for rank in (0, 1):
         got = torch.load(f"{out}.{rank}")
         assert set(got) == set(want)
@@ -69,3 +85,5 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     solo = AffordanceMetrics()
     solo.update(pred_a[SHARDS[0]], gt_a[SHARDS[0]])
     assert float(solo.compute()["sim"]) != pytest.approx(want["affordance/sim"], abs=1e-6)
+    solo_damon = _damon(SHARDS[1])
+    assert solo_damon["damon_binary/images"] != want["split/damon_binary/images"]

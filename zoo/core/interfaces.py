@@ -115,7 +115,12 @@ class BodyModel(Interface):
 
 class Metric(Interface):
     """``metric``: a torchmetrics Metric. ``update(*inputs)`` (the system's metric inputs, e.g.
-    ``pred (B, N), target (B, N)``), ``compute() -> dict[str, Tensor]`` of named values, ``reset()``."""
+    ``pred (B, N), target (B, N)``), ``compute() -> dict[str, Tensor]`` of named values, ``reset()``.
+
+    Optional class attributes: ``batch_keys`` (batch entries ``update`` also takes, by keyword, e.g.
+    ``("imgname",)``: the System passes ``update(*inputs, imgname=batch["imgname"])``), ``main_key``
+    (the value a progress bar shows) and ``convention_family`` (``contact`` / ``affordance`` /
+    ``damon``: what an evaluation's ``convention=`` sets, :mod:`zoo.metrics.conventions`)."""
 
     required = ("update", "compute", "reset")
 

@@ -273,7 +273,10 @@ TOP_LEVEL: dict[str, Any] = {
     "ckpt": None,
     "trust": False,
     "description": "",
+    "convention": None,
 }
+# The values of ``convention``: the metric rules of an evaluation (zoo.metrics.conventions says what each sets).
+EVAL_CONVENTIONS = ("deco", "interactvlm", "both")
 # Types of the plain top-level keys (the sections above have their own schemas). ``trust``: whether
 # ``ckpt``/``resume`` files that hold objects torch.load(weights_only=True) refuses may be unpickled in
 # full (zoo.core.hub.load(..., trust=...)); only for files the user trusts.
@@ -282,7 +285,11 @@ TOP_LEVEL_TYPES: dict[str, Any] = {
     "test": bool,
     "export": bool | Literal["self_contained"],
     "trust": bool,
+    "convention": Literal[EVAL_CONVENTIONS] | None,  # evaluation only (zoo.metrics.conventions)
 }
+# Keys a metric entry of a system's ``metrics`` list may hold besides its constructor arguments (read by
+# zoo.systems.base.System): ``log_prefix`` goes before the names of the values it logs.
+METRIC_ENTRY_KEYS: dict[str, Any] = {"log_prefix": str}
 LOGGER_KEYS: dict[str, Any] = {
     "name": (Literal["wandb", "csv", "none"], "wandb"),
     "project": (str, "hoi-zoo"),
@@ -552,6 +559,9 @@ def check_component(rec: Recipe, section: tuple, kind: str | registry.Parts) -> 
         if key == "name":
             continue
         path = section + (key,)
+        if kind == "metric" and key in METRIC_ENTRY_KEYS and key not in params:
+            cfg[key] = check_value(rec, path, value, METRIC_ENTRY_KEYS[key])
+            continue
         if key not in params:
             if var_kw:
                 continue
@@ -638,6 +648,9 @@ def check(rec: Recipe) -> None:
             if k == "export":
                 raise RecipeError(f"'export' (from {rec.source(('export',))}) expects true, false or "
                                   f"self_contained, got {value!r}")
+            if k == "convention":
+                raise RecipeError(f"'convention' (from {rec.source(('convention',))}) must be one of "
+                                  f"{', '.join(EVAL_CONVENTIONS)} (the metric rules of an evaluation), got {value!r}")
             raise _type_error(rec, (k,), value, ann)
         rec[k] = value
 

@@ -40,7 +40,8 @@ from zoo.core.recipe import CLI, ConfigError, Recipe, RecipeError, locate
 
 __all__ = ["train", "evaluate", "predict", "execute", "cli", "RunResult", "RUN_DIR_ENV", "apply_threads",
            "build_trainer", "build_components", "prepare_run_dir", "plan_resume", "ResumePlan", "flat_metrics",
-           "write_metrics", "print_metrics", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+           "write_metrics", "print_metrics", "print_eval_tables", "apply_convention", "EXIT_INTERRUPTED",
+           "EXIT_TERMINATED"]
 
 RUN_DIR_ENV = "ZOO_RUN_DIR"  # inherited by launcher child processes (DDP), which re-run the script
 THREADS_ENV = "ZOO_THREADS"  # overrides run.threads
@@ -740,7 +741,7 @@ def _system_for(recipe: Recipe, ckpt: str | None, what: str = "eval") -> Lightni
 
 
 # What an evaluation uses from a recipe besides the system: everything else set on its command line is refused.
-EVAL_KEYS = ("seed", "data.*", "run.*", "ckpt", "trust", "description", "test", "export")
+EVAL_KEYS = ("seed", "data.*", "run.*", "ckpt", "trust", "description", "test", "export", "convention")
 
 
 def check_eval_overrides(recipe: Recipe, system: Any, ckpt: str | None, what: str = "eval") -> dict[str, Any]:
@@ -803,20 +804,57 @@ def check_eval_overrides(recipe: Recipe, system: Any, ckpt: str | None, what: st
     return apply
 
 
+def _eval_convention(recipe: Recipe) -> str | None:
+    """The recipe's ``convention`` (None when unset); an unknown value is a RecipeError naming the allowed ones."""
+    from zoo.core.recipe import EVAL_CONVENTIONS
+
+    value = recipe.get("convention")
+    if value is not None and value not in EVAL_CONVENTIONS:
+        raise RecipeError(f"convention must be one of {', '.join(EVAL_CONVENTIONS)} (the metric rules of an "
+                          f"evaluation; see zoo.metrics.conventions), got {value!r}")
+    return value
+
+
+def _refuse_convention(recipe: Recipe, what: str) -> None:
+    if recipe.get("convention") is not None:
+        raise RecipeError(f"{what}: convention={recipe['convention']} applies to evaluation only (tools/eval.py, "
+                          f"run.mode=test); set the conventions of system.metrics to train with other rules")
+
+
+def apply_convention(system: Any, data: Any, convention: str, what: str = "eval") -> list[dict]:
+    """Set the metric rules of ``system`` for ``convention`` (deco | interactvlm | both; see
+    :mod:`zoo.metrics.conventions`) through its ``apply_convention`` (the System base's), given the data's
+    per-sample name keys (``data.name_keys``); returns the new metrics list."""
+    if not callable(getattr(system, "apply_convention", None)) or \
+            "metrics" not in tuple(getattr(system, "eval_settings", ()) or ()):
+        raise RecipeError(f"{what}: convention={convention} needs a zoo System whose metrics can change at "
+                          f"evaluation; {type(system).__qualname__} is not one")
+    new = system.apply_convention(convention, tuple(getattr(data, "name_keys", ()) or ()))
+    if is_global_zero():
+        shown = ", ".join(f"{m.get('log_prefix', '')}{m['name']}" + (f" ({m['convention']})" if "convention" in m else "")
+                          for m in new)
+        print(f"[{what}] convention={convention}: metrics {shown or 'none'}", flush=True)
+    return new
+
+
 def evaluate(recipe: Recipe, ckpt: str | None = None, out: str | Path | None = None) -> RunResult:
     """Test ``ckpt`` (or the recipe's ``ckpt``, or the recipe's system as built) on the recipe's test split;
     writes the metrics as JSON to ``out`` (default: eval_metrics.json next to the checkpoint). Settings given
-    on the command line are applied or refused (:func:`check_eval_overrides`)."""
+    on the command line are applied or refused (:func:`check_eval_overrides`); ``convention=deco|interactvlm|both``
+    sets the rules of every metric (:func:`apply_convention`)."""
     apply_threads(recipe)
     _seed(recipe)
     ckpt = ckpt or recipe.get("ckpt")
+    convention = _eval_convention(recipe)
     system = _system_for(recipe, ckpt)
     if recipe.get("data") is None:
         raise RecipeError(f"recipe '{recipe.name}' has no data section to evaluate on")
     data = registry.build("datamodule", recipe["data"], materialize=False)
+    if convention is not None:
+        apply_convention(system, data, convention)
     trainer = build_trainer(recipe, None, evaluation=True)
     try:
-        trainer.test(system, datamodule=data)
+        trainer.test(system, datamodule=data, verbose=False)  # print_eval_tables shows the values
     except ConfigError as e:
         raise locate(e, recipe, ("system",)) from None
     metrics = flat_metrics(trainer.callback_metrics)
@@ -829,9 +867,54 @@ def evaluate(recipe: Recipe, ckpt: str | None = None, out: str | Path | None = N
         dest = Path(recipe["run"]["dir"]) / recipe.name / "eval_metrics.json"
     if trainer.is_global_zero:
         write_metrics(dest, metrics)
-        print_metrics(metrics, title=f"{recipe.name}: {ckpt or 'recipe system'}")
+        print(f"[eval] {recipe.name}: {ckpt or 'the recipe system'}", flush=True)
+        print_eval_tables(metrics, title=f"{recipe.name}" + (f", convention={convention}" if convention else ""))
         print(f"metrics written to {dest}")
     return RunResult(dest.parent, metrics, 0)
+
+
+_CONVENTION_PREFIXES = ("deco/", "interactvlm/")
+_ROW_GROUPS = ("damon_semantic/object/", "damon_semantic/category/")
+
+
+def print_eval_tables(metrics: dict[str, float], title: str = "test metrics") -> None:
+    """An evaluation's metrics on stdout: the values (one column per convention when keys carry ``deco/`` and
+    ``interactvlm/`` prefixes), then the per-object and per-category rows of ``damon_semantic`` as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    flat, rows = {}, {}
+    for key, v in metrics.items():
+        k = key.removeprefix("test/")
+        prefix = next((p for p in _CONVENTION_PREFIXES if k.startswith(p)), "")
+        rest = k[len(prefix):]
+        group = next((g for g in _ROW_GROUPS if rest.startswith(g)), None)
+        if group is None:
+            flat.setdefault(rest, {})[prefix] = v
+            continue
+        name, _, col = rest[len(group):].rpartition("/")
+        rows.setdefault((prefix, group.split("/")[1]), {}).setdefault(name, {})[col] = v
+    cols = [p for p in _CONVENTION_PREFIXES if any(p in d for d in flat.values())]
+    cols = [""] + cols if any("" in d for d in flat.values()) or not cols else cols
+    t = Table(title=title)
+    t.add_column("metric")
+    for c in cols:
+        t.add_column(c.rstrip("/") or "value", justify="right")
+    for k, d in sorted(flat.items()):
+        t.add_row(("test/" if cols == [""] else "") + k, *(f"{d[c]:.4f}" if c in d else "" for c in cols))
+    console.print(t)
+    for (prefix, group), table in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "object")):
+        names = list(table)
+        fields = [c for c in ("n", "f1", "precision", "recall", "fp_geo_cm") if any(c in table[n] for n in names)]
+        t = Table(title=f"{prefix}damon_semantic per {group}")
+        t.add_column(group)
+        for c in fields:
+            t.add_column(c, justify="right")
+        for n in names:
+            t.add_row(n, *(("" if c not in table[n] else f"{table[n][c]:.0f}" if c == "n" else f"{table[n][c]:.4f}")
+                           for c in fields))
+        console.print(t)
 
 
 def predict(recipe: Recipe, ckpt: str | None = None) -> RunResult:
@@ -866,6 +949,7 @@ def execute(recipe: Recipe) -> RunResult:
     mode = (recipe.get("run") or {}).get("mode", "fit")
     if mode == "test":
         return evaluate(recipe)
+    _refuse_convention(recipe, f"run.mode={mode}")
     if mode == "predict":
         return predict(recipe)
     return train(recipe)
@@ -918,6 +1002,7 @@ def cli(command: str, argv: list[str], usage: str | None = None) -> int:
                 fail("eval needs ckpt=PATH (a .ckpt, an export directory, or a registry checkpoint name)")
             return evaluate(rec, out=out[0] if out else None).exit_code
         if command == "predict":
+            _refuse_convention(rec, "predict")
             return predict(rec).exit_code
         return execute(rec).exit_code
     except (RecipeError, FileNotFoundError, registry.RegistryError, hub.CheckpointError, DataError) as e:

@@ -118,6 +118,9 @@ class SplitDataModule(L.LightningDataModule):
     """
 
     data_name = "data"
+    # Per-sample name keys of a batch (lists of strings such as ``imgname``), which metrics may ask for
+    # (their ``batch_keys``); an evaluation's ``convention=interactvlm`` adds the DAMON summaries they allow.
+    name_keys: tuple[str, ...] = ()
 
     # -- bad samples: counts, limits, report ------------------------------------------------
 

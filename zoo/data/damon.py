@@ -543,6 +543,11 @@ class DamonDataModule(SplitDataModule):
         self._checked: set[str] = set()
 
     @property
+    def name_keys(self) -> tuple[str, ...]:
+        """Per-sample name keys of a batch: ``imgname``, and ``object_name`` with ``contact_mode="semantic"``."""
+        return ("imgname", "object_name") if self.hparams.contact_mode == "semantic" else ("imgname",)
+
+    @property
     def classes(self) -> list[str]:
         """Sorted object names of ``contact_label_objectwise`` in the trainval file (the semantic-contact
         vocabulary; [] in binary mode). Read once from the npz."""

@@ -133,6 +133,7 @@ class AffordanceMetrics(Metric):
     higher_is_better = None  # MAE is lower-is-better, the rest higher
     full_state_update = False
     main_key = "auc"
+    convention_family = "affordance"  # ``convention=deco`` of an evaluation sets iagnet (zoo.metrics.conventions)
 
     def __init__(self, convention: str = "iagnet") -> None:
         super().__init__()

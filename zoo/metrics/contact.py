@@ -18,27 +18,37 @@ geodesic error                DECO's rule (below)             the same rule (see
 ============================  ==============================  ==============================================
 
 Both are averaged per image (per entry), not pooled over vertices. InteractVLM's DAMON tables
-(``damon_binary_contact``, ``damon_semantic_contact``) are offline functions here, because they
-need the image and object name of each entry.
+need the image and object name of each entry: the functions :func:`damon_binary_contact` and
+:func:`damon_semantic_contact` compute them offline, and the metrics ``damon_binary``
+(:class:`DamonBinaryContact`) and ``damon_semantic`` (:class:`DamonSemanticContact`) during a test
+run. Those two declare ``batch_keys`` (``("imgname",)``, ``("object_name",)``): the System base
+passes them from the batch, ``update(pred, target, imgname=batch["imgname"])``.
 
-States are per-image sums plus an image count, all reduced with ``sum``, so a DDP run (or
-:meth:`torchmetrics.Metric.merge_state`) gives exactly the value of one process that saw every
-image.
+States of ContactPRF and GeodesicError are per-image sums plus an image count, all reduced with
+``sum``, so a DDP run (or :meth:`torchmetrics.Metric.merge_state`) gives exactly the value of one
+process that saw every image. The DAMON metrics keep per-entry rows instead (a table is not a
+sum), all as 1-D int64 tensors concatenated across processes (``cat``): names become integers
+(an image name a 63-bit hash, an object name its UTF-8 bytes, so the table can name it), the
+thresholded prediction and ground truth bit-packed masks, geodesic errors their float64 bits.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from zoo.core.registry import register
 
-__all__ = ["ContactPRF", "GeodesicError", "contact_prf_per_image", "geodesic_error_per_image",
-           "damon_binary_contact", "damon_semantic_contact", "CONTACT_CONVENTIONS", "DAMON_CATEGORIES"]
+__all__ = ["ContactPRF", "GeodesicError", "DamonBinaryContact", "DamonSemanticContact", "contact_prf_per_image",
+           "geodesic_error_per_image", "damon_binary_contact", "damon_semantic_contact", "name_id",
+           "CONTACT_CONVENTIONS", "DAMON_CATEGORIES"]
 
 CONTACT_CONVENTIONS = ("deco", "interactvlm")
 _IVLM_EPS = 1e-10  # InteractVLM's additive epsilon in P, R and F1
@@ -158,6 +168,7 @@ class ContactPRF(Metric):
     higher_is_better = True
     full_state_update = False
     main_key = "f1"  # the value a progress bar shows
+    convention_family = "contact"  # ``convention=`` of an evaluation sets it (zoo.metrics.conventions)
 
     def __init__(self, threshold: float = 0.5, convention: str = "deco") -> None:
         super().__init__()
@@ -297,8 +308,8 @@ class GeodesicError(Metric):
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
-
     main_key = None
+    convention_family = "contact"
 
     def __init__(self, geodesic: torch.Tensor | str | None = None, threshold: float = 0.5,
                  body_model: dict | None = None, convention: str = "deco",
@@ -335,7 +346,7 @@ class GeodesicError(Metric):
         return {"fp_geo_cm": 100.0 * self.fp_sum / n, "fn_geo_cm": 100.0 * self.fn_sum / n}
 
 
-# ------------------------------------------------------------------ InteractVLM's DAMON tables (offline)
+# ------------------------------------------------------------------ InteractVLM's DAMON tables
 def _entries(owner: str, pred, target, names: Sequence, what: str) -> tuple[torch.Tensor, torch.Tensor, list]:
     """(pred, target) as tensors (M, V) and ``names`` as a list of M entries, checked."""
     pred = torch.as_tensor(np.asarray(pred) if not isinstance(pred, torch.Tensor) else pred)
@@ -360,35 +371,11 @@ def _pooled(tp: np.ndarray, n: np.ndarray) -> float:
     return float(tp.sum()) / total if total > 0 else 0.0
 
 
-def damon_binary_contact(pred, target, image_names: Sequence, threshold: float = 0.5,
-                         geodesic=None) -> dict:
-    """InteractVLM's DAMON *binary* human-contact numbers from per-(image, object) entries.
-
-    Reproduces the binary-contact row of InteractVLM (CVPR 2025) on DAMON (F1 75.6, P 75.2,
-    R 76.0, geodesic 2.89 cm): its ``evaluate.py`` ``get_damon_binary_contact``. ``pred`` (M, V)
-    probabilities, ``target`` (M, V) 0/1 labels and ``image_names`` (M,) name each entry's
-    image. Entries are grouped by image in order of first appearance; per image the entries'
-    ``pred >= threshold`` and ``target > 0`` are OR-ed. Per image: prec = tp/pp (0 if pp = 0),
-    rec = tp/gp (0 if gp = 0), f1 = 2 prec rec / (prec + rec) (0 if that sum is 0).
-    ``precision`` and ``recall`` are **pooled** over all images' vertices (sum tp / sum pp,
-    sum tp / sum gp); ``f1`` is the **mean of the per-image F1**.
-
-    With ``geodesic`` (a (V, V) matrix or .npy path), ``per_image_fp_geo`` is the max over the
-    image's entries of the per-entry fp geodesic error (DECO's rule, in the matrix's units,
-    see GeodesicError) and ``fp_geo`` their mean. The official script takes that max over the
-    value its ``evaluate.py`` logs, which has swapped arguments (see GeodesicError); we use the
-    signature-order value.
-
-    Returns ``image_names`` (list), ``per_image_{precision,recall,f1}`` (np.float64 arrays),
-    ``precision``, ``recall``, ``f1`` (floats) and, with a matrix, ``per_image_fp_geo`` and ``fp_geo``.
-    """
-    pred, target, names = _entries("damon_binary_contact", pred, target, image_names, "image names")
-    geo = _entry_geo(geodesic, pred, target, threshold)
-    hit = (pred >= threshold).numpy()
-    gt = target.numpy()
-    order = list(dict.fromkeys(names))
+def _binary_summary(hit: np.ndarray, gt: np.ndarray, keys: Sequence, geo: np.ndarray | None) -> dict:
+    """The binary table from thresholded (M, V) bool masks, per-entry image ``keys`` (hashable) and fp geo."""
+    order = list(dict.fromkeys(keys))
     index = {n: i for i, n in enumerate(order)}
-    rows = np.array([index[n] for n in names], dtype=np.int64)
+    rows = np.array([index[n] for n in keys], dtype=np.int64)
     k, v = len(order), hit.shape[1]
     p_img = np.zeros((k, v), dtype=bool)
     g_img = np.zeros((k, v), dtype=bool)
@@ -411,11 +398,67 @@ def damon_binary_contact(pred, target, image_names: Sequence, threshold: float =
     return out
 
 
+def damon_binary_contact(pred, target, image_names: Sequence, threshold: float = 0.5,
+                         geodesic=None) -> dict:
+    """InteractVLM's DAMON *binary* human-contact numbers from per-(image, object) entries.
+
+    Reproduces the binary-contact row of InteractVLM (CVPR 2025) on DAMON (F1 75.6, P 75.2,
+    R 76.0, geodesic 2.89 cm): its ``evaluate.py`` ``get_damon_binary_contact``. ``pred`` (M, V)
+    probabilities, ``target`` (M, V) 0/1 labels and ``image_names`` (M,) name each entry's
+    image. Entries are grouped by image in order of first appearance; per image the entries'
+    ``pred >= threshold`` and ``target > 0`` are OR-ed. Per image: prec = tp/pp (0 if pp = 0),
+    rec = tp/gp (0 if gp = 0), f1 = 2 prec rec / (prec + rec) (0 if that sum is 0).
+    ``precision`` and ``recall`` are **pooled** over all images' vertices (sum tp / sum pp,
+    sum tp / sum gp); ``f1`` is the **mean of the per-image F1**. (The metric
+    :class:`DamonBinaryContact` computes the same during a test run.)
+
+    With ``geodesic`` (a (V, V) matrix or .npy path), ``per_image_fp_geo`` is the max over the
+    image's entries of the per-entry fp geodesic error (DECO's rule, in the matrix's units,
+    see GeodesicError) and ``fp_geo`` their mean. The official script takes that max over the
+    value its ``evaluate.py`` logs, which has swapped arguments (see GeodesicError); we use the
+    signature-order value.
+
+    Returns ``image_names`` (list), ``per_image_{precision,recall,f1}`` (np.float64 arrays),
+    ``precision``, ``recall``, ``f1`` (floats) and, with a matrix, ``per_image_fp_geo`` and ``fp_geo``.
+    """
+    pred, target, names = _entries("damon_binary_contact", pred, target, image_names, "image names")
+    geo = _entry_geo(geodesic, pred, target, threshold)
+    return _binary_summary((pred >= threshold).numpy(), target.numpy(), names, geo)
+
+
 def _group_row(sel: np.ndarray, f1: np.ndarray, tp: np.ndarray, pp: np.ndarray, gp: np.ndarray,
                geo: np.ndarray | None) -> list[float]:
     """[n, mean F1, pooled precision, pooled recall, mean fp geo (NaN without a matrix)] of the selected entries."""
     return [float(sel.sum()), float(f1[sel].mean()), _pooled(tp[sel], pp[sel]), _pooled(tp[sel], gp[sel]),
             float(geo[sel].mean()) if geo is not None else float("nan")]
+
+
+def _ivlm_f1(tp: np.ndarray, pp: np.ndarray, gp: np.ndarray) -> np.ndarray:
+    """Per-entry F1 under the ``interactvlm`` rules from the counts (as contact_prf_per_image computes it)."""
+    p = tp / (pp + _IVLM_EPS)
+    r = tp / (gp + _IVLM_EPS)
+    return 2 * p * r / (p + r + _IVLM_EPS)
+
+
+def _semantic_summary(names: list[str], tp: np.ndarray, pp: np.ndarray, gp: np.ndarray, geo: np.ndarray | None,
+                      categories: dict[str, Sequence[str]] | None) -> dict:
+    """The semantic tables from lower-cased per-entry object names and per-entry TP / |P| / |G| counts."""
+    f1 = _ivlm_f1(tp, pp, gp)
+    arr = np.asarray(names)
+    objects = sorted(set(names))
+    table = np.array([_group_row(arr == o, f1, tp, pp, gp, geo) for o in objects], dtype=np.float64).reshape(-1, 5)
+    cats, cat_rows = [], []
+    for cat, members in (DAMON_CATEGORIES if categories is None else categories).items():
+        sel = np.isin(arr, [m.lower() for m in members])
+        if sel.any():
+            cats.append(cat)
+            cat_rows.append(_group_row(sel, f1, tp, pp, gp, geo))
+    n = table[:, 0]
+    total = n.sum()
+    return {"objects": objects, "table": table, "columns": ["n", "f1", "precision", "recall", "fp_geo"],
+            "weighted_f1": float((table[:, 1] * n).sum() / total) if total else float("nan"),
+            "weighted_fp_geo": float((table[:, 4] * n).sum() / total) if total else float("nan"),
+            "category_names": cats, "category_table": np.array(cat_rows, dtype=np.float64).reshape(-1, 5)}
 
 
 def damon_semantic_contact(pred, target, object_names: Sequence, threshold: float = 0.5, geodesic=None,
@@ -426,6 +469,7 @@ def damon_semantic_contact(pred, target, object_names: Sequence, threshold: floa
     ``get_damon_semantic_contact``; the paper's semantic-contact comparison reports the weighted
     F1). One entry per (image, object): ``pred`` (M, V) probabilities, ``target`` (M, V) 0/1
     labels, ``object_names`` (M,) (lower-cased, so ``Chair`` and ``chair`` are one object).
+    (The metric :class:`DamonSemanticContact` computes the same during a test run.)
 
     ``table`` has one row per object (``objects``, sorted) with columns
     [num_entries, mean per-entry F1 (``interactvlm`` convention), precision, recall, mean fp
@@ -442,26 +486,258 @@ def damon_semantic_contact(pred, target, object_names: Sequence, threshold: floa
     swapped-argument value (see GeodesicError). Ours thresholds and uses the signature-order value.
     """
     pred, target, names = _entries("damon_semantic_contact", pred, target, object_names, "object names")
-    names = [n.lower() for n in names]
-    p, r, f1 = (t.numpy() for t in contact_prf_per_image(pred, target, threshold, "interactvlm"))
     geo = _entry_geo(geodesic, pred, target, threshold)
     hit = (pred >= threshold).numpy()
     gt = target.numpy()
     tp = (hit & gt).sum(1).astype(np.float64)
     pp = hit.sum(1).astype(np.float64)
     gp = gt.sum(1).astype(np.float64)
-    arr = np.asarray(names)
-    objects = sorted(set(names))
-    table = np.array([_group_row(arr == o, f1, tp, pp, gp, geo) for o in objects], dtype=np.float64).reshape(-1, 5)
-    cats, cat_rows = [], []
-    for cat, members in (DAMON_CATEGORIES if categories is None else categories).items():
-        sel = np.isin(arr, [m.lower() for m in members])
-        if sel.any():
-            cats.append(cat)
-            cat_rows.append(_group_row(sel, f1, tp, pp, gp, geo))
-    n = table[:, 0]
-    total = n.sum()
-    return {"objects": objects, "table": table, "columns": ["n", "f1", "precision", "recall", "fp_geo"],
-            "weighted_f1": float((table[:, 1] * n).sum() / total) if total else float("nan"),
-            "weighted_fp_geo": float((table[:, 4] * n).sum() / total) if total else float("nan"),
-            "category_names": cats, "category_table": np.array(cat_rows, dtype=np.float64).reshape(-1, 5)}
+    return _semantic_summary([n.lower() for n in names], tp, pp, gp, geo, categories)
+
+
+# ------------------------------------------------------------------ the DAMON tables as metrics
+_WORD_BITS = 32  # mask bits per int64 state word
+_BIT_WEIGHTS = 2 ** torch.arange(_WORD_BITS, dtype=torch.int64)
+NAME_BYTES = 64  # an object name is stored as its UTF-8 bytes, at most this many
+_HASH_MASK = (1 << 63) - 1
+
+
+def name_id(name: str) -> int:
+    """A stable non-negative 63-bit integer for a name (blake2b of its UTF-8 bytes): the same in every
+    process and every run, unlike Python's ``hash``; two of 10^6 names collide with probability ~1e-7."""
+    return int.from_bytes(hashlib.blake2b(str(name).encode("utf-8"), digest_size=8).digest(), "little") & _HASH_MASK
+
+
+def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A (B, V) bool mask as (B * ceil(V / 32),) int64 words, 32 bits each (vertex j of a word is bit j)."""
+    b, v = mask.shape
+    words = -(-v // _WORD_BITS)
+    padded = torch.zeros(b, words * _WORD_BITS, dtype=torch.int64, device=mask.device)
+    padded[:, :v] = mask.to(torch.int64)
+    return (padded.view(b, words, _WORD_BITS) * _BIT_WEIGHTS.to(mask.device)).sum(-1).reshape(-1)
+
+
+def _unpack_bits(words: torch.Tensor, m: int) -> np.ndarray:
+    """(m, 32 * words-per-entry) bool from :func:`_pack_bits` output of m entries (pad bits are 0)."""
+    w = words.reshape(m, -1).cpu()
+    return ((w.unsqueeze(-1) >> torch.arange(_WORD_BITS)) & 1).bool().reshape(m, -1).numpy()
+
+
+def _as_bits(x: torch.Tensor) -> torch.Tensor:
+    """float64 values as their int64 bit patterns (exact, reversed by ``.view(torch.float64)``)."""
+    return x.to(torch.float64).contiguous().view(torch.int64)
+
+
+def _names(owner: str, key: str, names: Any, n: int) -> list[str]:
+    """The batch's per-sample names as a list of n strings, or a TypeError / ValueError naming ``owner``."""
+    if isinstance(names, np.ndarray):
+        names = names.tolist()
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names):
+        raise TypeError(f"{owner}.update: {key} must be a list of {n} strings (the batch's '{key}'), "
+                        f"got {type(names).__name__}")
+    if len(names) != n:
+        raise ValueError(f"{owner}.update: {len(names)} {key} entries for {n} predictions")
+    return list(names)
+
+
+def _gather_int64(tensor: torch.Tensor, group: Any = None) -> list[torch.Tensor]:
+    """``gather_all_tensors`` for states that are all 1-D int64: a process that saw no batch offers
+    torchmetrics' empty placeholder, in the metric's float dtype, which is made int64 like the others."""
+    if tensor.numel() == 0 and tensor.dtype != torch.int64:
+        tensor = tensor.to(torch.int64)
+    return gather_all_tensors(tensor, group)
+
+
+class _DamonMetric(Metric):
+    """Per-entry rows of 1-D int64 ``cat`` states (see the module docstring), optional geodesic matrix."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    convention_family = "damon"  # InteractVLM's evaluation only: ``convention=deco`` leaves it out
+    batch_keys: tuple[str, ...] = ()  # batch entries update() takes by keyword (the System passes them)
+    _states: tuple[str, ...] = ()
+
+    def __init__(self, threshold: float, geodesic, body_model: dict | None, method: str) -> None:
+        super().__init__(dist_sync_fn=_gather_int64)
+        owner = type(self).__name__
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"{owner}: threshold must be in [0, 1], got {threshold}")
+        if geodesic is not None and body_model is not None:
+            raise ValueError(f"{owner}: give geodesic or body_model, not both")
+        self.threshold = float(threshold)
+        self.has_geodesic = geodesic is not None or body_model is not None
+        if body_model is not None:
+            geodesic = _geodesics_of(body_model, method)
+        if self.has_geodesic:
+            self.register_buffer("geodesic", _load_geodesic(geodesic), persistent=False)
+        for key in self._states + (("fp_geo",) if self.has_geodesic else ()):
+            self.add_state(key, default=[], dist_reduce_fx="cat")
+
+    def sync(self, dist_sync_fn=None, *args: Any, **kwargs: Any) -> None:
+        """As torchmetrics' ``sync``, with this metric's int64 gather by default (``compute`` uses it too)."""
+        super().sync(dist_sync_fn or self.dist_sync_fn, *args, **kwargs)
+
+    def _rows(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(thresholded prediction, ground truth) bool (B, V) and the checked probabilities."""
+        pred, gt = _check_inputs(type(self).__name__, pred, target)
+        return pred >= self.threshold, gt, pred
+
+    def _add_geo(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        """Append the per-entry fp geodesic errors (metres, as float64 bits) when the metric has a matrix."""
+        if self.has_geodesic:
+            fp, _ = geodesic_error_per_image(self.geodesic, pred, gt, self.threshold, "interactvlm")
+            self.fp_geo.append(_as_bits(fp).to(self.device))
+
+    def _cat(self, key: str) -> torch.Tensor:
+        value = getattr(self, key)
+        return (dim_zero_cat(value) if isinstance(value, list) and value else
+                value if isinstance(value, torch.Tensor) else torch.zeros(0, dtype=torch.int64)).cpu()
+
+    def _geo(self) -> np.ndarray | None:
+        return self._cat("fp_geo").view(torch.float64).numpy() if self.has_geodesic else None
+
+
+def _t(x: float) -> torch.Tensor:
+    return torch.tensor(float(x), dtype=torch.float64)
+
+
+@register("metric", "damon_binary")
+class DamonBinaryContact(_DamonMetric):
+    """InteractVLM's DAMON *binary* contact: per-image union over objects, F1 averaged per image, P and R pooled.
+
+    Reproduces the binary-contact row of InteractVLM's (CVPR 2025) DAMON comparison (F1 75.6,
+    P 75.2, R 76.0, geodesic 2.89 cm; its ``get_damon_binary_contact``) from one entry per
+    (image, object) or per image: :func:`damon_binary_contact` as a metric. ``update(pred (B, V),
+    target (B, V), imgname)`` with ``imgname`` the B image names (the batch's ``imgname``, which the
+    System passes because ``batch_keys = ("imgname",)``; an integer tensor of image ids works too).
+    The entries of one image may come in different batches or processes: each keeps its
+    thresholded masks (bit-packed) and the hashed image name (:func:`name_id`), and ``compute``
+    takes the union once every process's rows are gathered.
+
+    ``compute() -> {"damon_binary/f1", "damon_binary/precision", "damon_binary/recall",
+    "damon_binary/images"}`` and, with ``geodesic`` (a (V, V) matrix in metres or .npy path) or
+    ``body_model`` (as for GeodesicError), ``"damon_binary/fp_geo_cm"``: the mean over images of the
+    max over its entries of the fp geodesic error (signature order; see GeodesicError).
+    """
+
+    main_key = "damon_binary/f1"
+    batch_keys = ("imgname",)
+    _states = ("image_id", "hit", "gt")
+
+    def __init__(self, threshold: float = 0.5, geodesic: torch.Tensor | str | None = None,
+                 body_model: dict | None = None, method: Literal["exact", "edges"] = "exact") -> None:
+        super().__init__(threshold, geodesic, body_model, method)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, imgname: Sequence[str] | torch.Tensor) -> None:
+        """Add a batch: (B, V) contact probabilities, (B, V) 0/1 labels and the B image names (or int ids)."""
+        hit, gt, prob = self._rows(pred, target)
+        b = hit.shape[0]
+        if isinstance(imgname, torch.Tensor):
+            if imgname.is_floating_point() or imgname.shape != (b,) or (imgname < 0).any():
+                raise ValueError(f"DamonBinaryContact.update: integer image ids must be a (B,) = ({b},) tensor of "
+                                 f"non-negative integers, got {imgname.dtype} {tuple(imgname.shape)}")
+            ids = imgname.to(torch.int64)
+        else:
+            ids = torch.tensor([name_id(n) for n in _names("DamonBinaryContact", "imgname", imgname, b)],
+                               dtype=torch.int64)
+        self._add_geo(prob, gt)
+        self.image_id.append(ids.to(self.device))
+        self.hit.append(_pack_bits(hit).to(self.device))
+        self.gt.append(_pack_bits(gt).to(self.device))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The binary row (see the class docstring); NaN values and 0 images before any update."""
+        ids = self._cat("image_id")
+        m = ids.numel()
+        out = {"damon_binary/f1": _t(float("nan")), "damon_binary/precision": _t(float("nan")),
+               "damon_binary/recall": _t(float("nan")), "damon_binary/images": _t(0)}
+        if self.has_geodesic:
+            out["damon_binary/fp_geo_cm"] = _t(float("nan"))
+        if m == 0:
+            return out
+        res = _binary_summary(_unpack_bits(self._cat("hit"), m), _unpack_bits(self._cat("gt"), m), ids.tolist(),
+                              self._geo())
+        out.update({"damon_binary/f1": _t(res["f1"]), "damon_binary/precision": _t(res["precision"]),
+                    "damon_binary/recall": _t(res["recall"]), "damon_binary/images": _t(len(res["image_names"]))})
+        if self.has_geodesic:
+            out["damon_binary/fp_geo_cm"] = _t(100.0 * res["fp_geo"])
+        return out
+
+
+def _encode_name(owner: str, name: str) -> torch.Tensor:
+    raw = name.lower().encode("utf-8")
+    if len(raw) > NAME_BYTES:
+        raise ValueError(f"{owner}.update: object name {name!r} is {len(raw)} UTF-8 bytes; at most {NAME_BYTES} "
+                         f"are stored")
+    return torch.from_numpy(np.frombuffer(raw.ljust(NAME_BYTES, b"\0"), dtype="<i8").astype(np.int64))
+
+
+def _decode_names(codes: torch.Tensor, m: int) -> list[str]:
+    rows = codes.reshape(m, NAME_BYTES // 8).numpy().astype("<i8")
+    return [r.tobytes().rstrip(b"\0").decode("utf-8") for r in rows]
+
+
+@register("metric", "damon_semantic")
+class DamonSemanticContact(_DamonMetric):
+    """InteractVLM's DAMON *semantic* contact: per-object and per-category tables of (image, object) entries.
+
+    Reproduces InteractVLM's (CVPR 2025) semantic-contact evaluation on DAMON (its
+    ``get_damon_semantic_contact``; the paper reports the weighted F1): :func:`damon_semantic_contact`
+    as a metric. ``update(pred (B, V), target (B, V), object_name)`` with ``object_name`` the B object
+    names (the batch's ``object_name`` in DAMON's ``contact_mode=semantic``, passed by the System
+    because ``batch_keys = ("object_name",)``). Each entry keeps its TP, |P|, |G| and its object name
+    (lower-cased UTF-8 bytes, at most 64), so the rows of every process gather into one table.
+
+    ``compute()`` returns ``"damon_semantic/weighted_f1"`` (the mean per-entry F1 under the
+    ``interactvlm`` rules), and per object ``"damon_semantic/object/<name>/{n,f1,precision,recall}"``
+    and per category of :data:`DAMON_CATEGORIES` present ``"damon_semantic/category/<name>/{...}"``
+    (precision and recall pooled over the row's entries, thresholded); with ``geodesic`` or
+    ``body_model`` also ``.../fp_geo_cm`` per row and ``"damon_semantic/weighted_fp_geo_cm"``.
+    """
+
+    main_key = "damon_semantic/weighted_f1"
+    batch_keys = ("object_name",)
+    _states = ("tp", "pp", "gp", "object_code")
+
+    def __init__(self, threshold: float = 0.5, geodesic: torch.Tensor | str | None = None,
+                 body_model: dict | None = None, method: Literal["exact", "edges"] = "exact") -> None:
+        super().__init__(threshold, geodesic, body_model, method)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, object_name: Sequence[str]) -> None:
+        """Add a batch: (B, V) contact probabilities, (B, V) 0/1 labels and the B object names."""
+        hit, gt, prob = self._rows(pred, target)
+        names = _names("DamonSemanticContact", "object_name", object_name, hit.shape[0])
+        codes = [_encode_name("DamonSemanticContact", n) for n in names]
+        self._add_geo(prob, gt)
+        self.object_code.append(torch.cat(codes).to(self.device) if codes else torch.zeros(0, dtype=torch.int64,
+                                                                                              device=self.device))
+        self.tp.append((hit & gt).sum(1).to(torch.int64).to(self.device))
+        self.pp.append(hit.sum(1).to(torch.int64).to(self.device))
+        self.gp.append(gt.sum(1).to(torch.int64).to(self.device))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The semantic tables as flat keys (see the class docstring); only weighted_f1 (NaN) before any update."""
+        tp = self._cat("tp").numpy().astype(np.float64)
+        m = tp.size
+        geo = self._geo()
+        if m == 0:
+            out = {"damon_semantic/weighted_f1": _t(float("nan"))}
+            if geo is not None:
+                out["damon_semantic/weighted_fp_geo_cm"] = _t(float("nan"))
+            return out
+        res = _semantic_summary(_decode_names(self._cat("object_code"), m), tp,
+                                self._cat("pp").numpy().astype(np.float64), self._cat("gp").numpy().astype(np.float64),
+                                geo, None)
+        out = {"damon_semantic/weighted_f1": _t(res["weighted_f1"])}
+        if geo is not None:
+            out["damon_semantic/weighted_fp_geo_cm"] = _t(100.0 * res["weighted_fp_geo"])
+        for group, names, table in (("object", res["objects"], res["table"]),
+                                    ("category", res["category_names"], res["category_table"])):
+            for name, row in zip(names, table, strict=True):
+                base = f"damon_semantic/{group}/{name}"
+                out.update({f"{base}/n": _t(row[0]), f"{base}/f1": _t(row[1]), f"{base}/precision": _t(row[2]),
+                            f"{base}/recall": _t(row[3])})
+                if geo is not None:
+                    out[f"{base}/fp_geo_cm"] = _t(100.0 * row[4])
+        return out

@@ -10,7 +10,12 @@ system repeats:
   pretrained weights load, then the system's own ``weights`` (build first, load second);
 * the optimiser and LR schedule from the ``optim:`` sub-recipe (zoo.systems.optim);
 * evaluation metrics from the ``metrics:`` list of registered metrics, updated in validation / test
-  and logged per epoch as ``val/<key>`` / ``test/<key>`` (DDP-safe: computed on every rank);
+  and logged per epoch as ``val/<key>`` / ``test/<key>`` (DDP-safe: computed on every rank). An
+  entry's ``log_prefix`` (e.g. ``deco/``) goes before its keys, so two entries that report the
+  same keys (two thresholds, two conventions) can sit in one list. A metric whose ``update`` needs
+  more of the batch than :meth:`System.metric_inputs` declares the batch keys in a ``batch_keys``
+  class attribute (e.g. ``("imgname",)``); they are passed by keyword
+  (:meth:`System.metric_batch_inputs`);
 * loss logging (``train/<term>`` per step, ``val/<term>`` / ``test/<term>`` per epoch);
 * the ``figures(batch, n)`` hook the run loop's figure callback calls.
 
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 
 from zoo.core import registry
+from zoo.core.batch import BatchKeyError
 from zoo.core.hub import Pretrained
 from zoo.core.interfaces import System as SystemInterface
 from zoo.systems.optim import build_optimizers
@@ -92,8 +98,7 @@ class System(Pretrained, SystemInterface, L.LightningModule):
         then load the system's own ``weights`` if the recipe names any."""
         if self._built:
             return
-        self.val_metrics = nn.ModuleList([self.build_part("metrics", cfg) for cfg in self.hparams.metrics or []])
-        self.test_metrics = nn.ModuleList([self.build_part("metrics", cfg) for cfg in self.hparams.metrics or []])
+        self._build_metrics()
         self.build()
         self._built = True
         self.load_pretrained()
@@ -112,10 +117,27 @@ class System(Pretrained, SystemInterface, L.LightningModule):
                 cfg[key] = value
         if "metrics" in settings and self._built:
             device = next((t.device for t in self.parameters()), torch.device("cpu"))
-            self.val_metrics = nn.ModuleList([self.build_part("metrics", c) for c in self.hparams.metrics or []])
-            self.test_metrics = nn.ModuleList([self.build_part("metrics", c) for c in self.hparams.metrics or []])
+            self._build_metrics()
             self.val_metrics.to(device)
             self.test_metrics.to(device)
+
+    def apply_convention(self, convention: str, name_keys: tuple[str, ...] = ()) -> list[dict]:
+        """Evaluate under ``convention`` (deco | interactvlm | both): every metric of ``metrics`` gets that
+        convention's rules, and the DAMON summaries the data's per-sample ``name_keys`` allow are added
+        (:mod:`zoo.metrics.conventions`); applied as an evaluation-time setting. Returns the new list."""
+        from zoo.metrics.conventions import metrics_for_convention
+
+        new = metrics_for_convention([dict(m) for m in self.hparams.get("metrics") or []], convention, name_keys)
+        self.apply_eval_settings({"metrics": new})
+        return new
+
+    def _build_metrics(self) -> None:
+        """``val_metrics`` / ``test_metrics`` from ``hparams.metrics``; each entry's ``log_prefix`` (not a
+        constructor argument) is kept in ``metric_prefixes``."""
+        cfgs = [dict(c) for c in self.hparams.metrics or []]
+        self.metric_prefixes = [str(c.pop("log_prefix", "") or "") for c in cfgs]
+        self.val_metrics = nn.ModuleList([self.build_part("metrics", c) for c in cfgs])
+        self.test_metrics = nn.ModuleList([self.build_part("metrics", c) for c in cfgs])
 
     def pretrained_keys(self) -> set[str]:
         """State keys a whole-system weights file must provide: all but those its parts loaded themselves."""
@@ -148,27 +170,41 @@ class System(Pretrained, SystemInterface, L.LightningModule):
     def _metrics(self, stage: str) -> nn.ModuleList:
         return self.val_metrics if stage == "val" else self.test_metrics
 
+    def metric_batch_inputs(self, metric: Any, batch: dict, stage: str = "test") -> dict[str, Any]:
+        """The keyword arguments of ``metric.update`` beyond :meth:`metric_inputs`: the batch entries named
+        in the metric's ``batch_keys`` (none for most metrics). A missing key is a BatchKeyError naming it."""
+        keys = tuple(getattr(metric, "batch_keys", ()) or ())
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise BatchKeyError(f"{type(self).__qualname__}.{self.where(stage)}: metric {type(metric).__name__} needs "
+                            f"batch key(s) {', '.join(map(repr, missing))}, which this data's batches do not carry "
+                            f"(they have {', '.join(sorted(map(str, batch)))}); DAMON batches carry 'imgname', and "
+                            f"'object_name' with data.contact_mode=semantic")
+        return {k: batch[k] for k in keys}
+
     def _eval_step(self, batch: dict, stage: str) -> None:
         losses, out = self.step(batch, stage)
         self.log_losses(losses, stage, self.batch_size(batch, out))
         inputs = self.metric_inputs(batch, out)
         for m in self._metrics(stage):
-            m.update(*inputs)
+            m.update(*inputs, **self.metric_batch_inputs(m, batch, stage))
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self._metrics(stage)
+        prefixes = getattr(self, "metric_prefixes", None) or [""] * len(metrics)
         main = getattr(metrics[0], "main_key", None) if len(metrics) else None
         logged: dict[str, str] = {}
-        for m in metrics:
+        for m, prefix in zip(metrics, prefixes, strict=True):
             # Computed on every rank (even one that saw no batch), so DDP's collective sync never hangs.
             if m.update_count > 0 or self.trainer.world_size > 1:
                 for k, v in m.compute().items():
-                    key = f"{stage}/{k}"
+                    key = f"{stage}/{prefix}{k}"
                     if key in logged:
                         raise ValueError(f"{type(self).__qualname__}: metrics {logged[key]} and {type(m).__name__} "
-                                         f"both report '{k}'; keep one of them in system.metrics")
+                                         f"both report '{prefix}{k}'; keep one of them in system.metrics, or give "
+                                         f"one a log_prefix")
                     logged[key] = type(m).__name__
-                    self.log(key, torch.as_tensor(v).float(), prog_bar=(k == main))
+                    self.log(key, torch.as_tensor(v).float(), prog_bar=(k == main and m is metrics[0]))
             m.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
