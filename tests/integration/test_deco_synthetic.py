@@ -1,4 +1,5 @@
-"""deco/synthetic through the run loop: loss goes down, resume is exact, export reloads, eval agrees."""
+"""deco/synthetic through the run loop: it learns (beats the strongest constant predictor on the data it trains
+on), resume is exact, export reloads, eval agrees."""
 import csv
 import json
 
@@ -14,17 +15,31 @@ def _train(root, *args):
     return run.train(R.load("deco/synthetic", [f"data.root={root}", *FAST, *args]))
 
 
-def test_fit_loss_decreases_and_exports(synth, in_tmp):
-    _, damon = synth
-    res = _train(damon, "logger=csv", "trainer.max_epochs=4", "run.name=fit")
+# On synth_learn (sit / lean, 160 trainval images at 64 px): 16 epochs of 9 steps. lr 3e-3 (the recipe's 1e-3
+# needs ~10x more steps on this data to leave the constant predictor behind; measured: 12 epochs at 3e-3
+# F1 0.616 against the constant's 0.529, at 1e-3 0.51).
+LEARN = ["data.image_size=64", "data.batch_size=16", "system.optim.lr=3e-3", "trainer.max_epochs=16"]
+MARGIN = 0.05
+
+
+def test_fit_learns_beyond_the_constant_predictor_and_exports(synth_learn, in_tmp, split_labels):
+    from zoo.metrics.baselines import constant_contact_f1
+
+    res = run.train(R.load("deco/synthetic", [f"data.root={synth_learn}", *LEARN, "trainer.log_every_n_steps=1",
+                                              "logger=csv", "run.name=fit"]))
     run_dir = res.run_dir
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    assert len(losses) >= 12
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.95 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
+    assert len(losses) >= 100
+    first, last = sum(losses[:9]) / 9, sum(losses[-9:]) / 9
+    assert last < 0.8 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert {"test/f1", "test/precision", "test/recall"} <= set(m) and 0.0 <= m["test/f1"] <= 1.0
+    data = {"name": "damon", "root": str(synth_learn), "batch_size": 64}
+    const = constant_contact_f1(split_labels(data, "train")[0], split_labels(data, "test")[0])
+    assert m["data/test/samples"] == 40
+    assert m["test/f1"] >= const["f1"] + MARGIN, (
+        f"test F1 {m['test/f1']:.3f} (threshold 0.5) does not beat the strongest constant predictor "
+        f"{const['f1']:.3f} (threshold {const['threshold']} chosen on test) by {MARGIN}")
 
     from PIL import Image
 
@@ -40,13 +55,14 @@ def test_fit_loss_decreases_and_exports(synth, in_tmp):
     for k, v in model.state_dict().items():
         assert torch.equal(v, ck["state_dict"][k]), f"export differs from best.ckpt at {k}"
 
-    ev = run.evaluate(R.load("deco/synthetic", [f"data.root={damon}", f"ckpt={res.export_dir}", "data.batch_size=8"]))
+    ev = run.evaluate(R.load("deco/synthetic", [f"data.root={synth_learn}", f"ckpt={res.export_dir}",
+                                                 "data.batch_size=8", "data.image_size=64"]))
     assert json.loads((res.export_dir / "eval_metrics.json").read_text()) == ev.metrics
     assert abs(ev.metrics["test/f1"] - m["test/f1"]) < 1e-5, "eval of the export must reproduce the run's test F1"
 
     # an evaluation-time setting given to eval is applied to the loaded model, not recorded and ignored
     strict = run.evaluate(R.load("deco/synthetic", [
-        f"data.root={damon}", f"ckpt={res.export_dir}", "data.batch_size=8",
+        f"data.root={synth_learn}", f"ckpt={res.export_dir}", "data.batch_size=8", "data.image_size=64",
         "system.metrics=[{name: contact_prf, threshold: 0.99}]"]), out=in_tmp / "strict.json")
     assert {"test/f1", "test/precision", "test/recall"} <= set(strict.metrics)
     assert strict.metrics["test/recall"] < ev.metrics["test/recall"] - 0.05, (strict.metrics, ev.metrics)

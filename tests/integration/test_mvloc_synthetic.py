@@ -1,5 +1,6 @@
-"""mvloc/synthetic_human and mvloc/synthetic_object through the real tools: loss goes down, the
-metrics and figures are written, the export reloads with identical predictions, resume is exact."""
+"""mvloc/synthetic_human and mvloc/synthetic_object through the real tools: they learn (beat the strongest
+constant predictor on the data they train on), the metrics and figures are written, the export reloads with
+identical predictions, resume is exact."""
 import csv
 import json
 from pathlib import Path
@@ -26,15 +27,31 @@ def _losses(run: Path) -> list[float]:
     return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
 
 
-def test_mvloc_human_fit_figures_export(synth, in_tmp):
-    _, damon = synth
-    run = _train("mvloc/synthetic_human", damon, *HUMAN, "logger=csv", "trainer.max_epochs=4", "run.name=fit")
+# Human contact on synth_learn (sit / lean: chair, wall, pole and the ground): 285 training (image, object)
+# pairs, 8 epochs of 18 steps. Measured: test F1 0.448 against the constant predictor's 0.384 (the class
+# prior, the most a model that sees only the class can reach, is 0.712).
+HUMAN_MARGIN = 0.03
+
+
+def test_mvloc_human_learns_beyond_the_constant_predictor_figures_export(synth_learn, in_tmp, split_labels):
+    from zoo.metrics.baselines import constant_contact_f1
+
+    run = _train("mvloc/synthetic_human", synth_learn, *FAST, "data.batch_size=16", "logger=csv",
+                 "trainer.max_epochs=8", "run.name=fit")
     losses = _losses(run)
-    assert len(losses) >= 12
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert len(losses) >= 100
+    first, last = sum(losses[:18]) / 18, sum(losses[-18:]) / 18
     assert last < 0.9 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
     m = json.loads((run / "metrics.json").read_text())
     assert {"test/f1", "test/precision", "test/recall", "test/loss_2d", "test/loss_3d"} <= set(m)
+    data = {"name": "damon", "root": str(synth_learn), "contact_mode": "semantic", "batch_size": 64}
+    # scored under the rules the recipe's metric uses (InteractVLM's: an empty prediction scores 0)
+    const = constant_contact_f1(split_labels(data, "train")[0], split_labels(data, "test")[0],
+                                convention="interactvlm")
+    assert m["test/f1"] >= const["f1"] + HUMAN_MARGIN, (
+        f"test F1 {m['test/f1']:.3f} does not beat the strongest constant predictor {const['f1']:.3f} "
+        f"(threshold {const['threshold']} chosen on test) by {HUMAN_MARGIN}")
+
     figs = sorted(p.name for p in (run / "figures").glob("test_*.png"))
     assert figs == ["test_lifted_0.png", "test_lifted_1.png", "test_lifted_2.png",
                     "test_views_0.png", "test_views_1.png", "test_views_2.png"]
@@ -46,13 +63,14 @@ def test_mvloc_human_fit_figures_export(synth, in_tmp):
     ck = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     for k, v in model.state_dict().items():
         assert torch.equal(v, ck["state_dict"][k]), f"export differs from best.ckpt at {k}"
-    dm = registry.build("datamodule", {"name": "damon", "root": str(damon), "contact_mode": "semantic",
-                                       "load_images": False, "batch_size": 4})
+    dm = registry.build("datamodule", {**data, "load_images": False, "batch_size": 4})
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
+    trained = zoo.load(run / "checkpoints" / "best.ckpt", trust=True).eval()
     with torch.no_grad():
-        p = model.predict_step(batch)
-    assert p.shape == (4, 6890) and 0.0 <= float(p.min()) and float(p.max()) <= 1.0
+        p, q = model.predict_step(batch), trained.predict_step(batch)
+    assert p.shape == (4, 6890)
+    assert torch.equal(p, q), "the export predicts what the trained checkpoint predicts"
 
 
 @pytest.fixture
@@ -85,21 +103,26 @@ def test_mvloc_unknown_class_names_it(synth, in_tmp):
                "trainer.max_epochs=1")
 
 
-def test_mvloc_object_fit_metrics_figures(synth_piad, in_tmp):
-    # Eight training clouds seen eight times: the affordance loss falls and the held-out AUC rises
-    # (0.53 -> 0.59 when this was written; the full recipe reaches 0.79 on 600 clouds).
-    run = _train("mvloc/synthetic_object", synth_piad, *OBJECT, "logger=csv", "trainer.max_epochs=8",
-                 "data.max_samples=8", "run.name=obj")
+def test_mvloc_object_fit_metrics_figures(synth_piad, in_tmp, split_labels):
+    """All 48 synthetic clouds (40 train) seen 6 times at batch 4: the test AUC beats any constant heatmap's 0.5
+    by a margin (measured 0.566; SIM 0.281 against the best constant's 0.263, MAE still above the best
+    constant's: 54 steps teach 17 affordance prompts to rank points, not yet to scale the heatmap; the full
+    recipe reaches AUC 0.79 on 600 clouds, docs/results.md)."""
+    from zoo.metrics.baselines import constant_affordance
+
+    run = _train("mvloc/synthetic_object", synth_piad, *OBJECT, "logger=csv", "trainer.max_epochs=6",
+                 "data.batch_size=4", "run.name=obj")
     losses = _losses(run)
-    assert len(losses) == 8
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.99 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
-    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
-    auc = [float(r["val/auc"]) for r in rows if r.get("val/auc")]
-    assert len(auc) == 8 and auc[-1] > auc[0] + 0.03, f"val/auc did not rise: {auc}"
+    assert len(losses) == 54
+    first, last = sum(losses[:9]) / 9, sum(losses[-9:]) / 9
+    assert last < 0.95 * first, f"training loss did not go down: {first:.3f} -> {last:.3f}"
     m = json.loads((run / "metrics.json").read_text())
     assert {"test/sim", "test/mae", "test/auc", "test/aiou"} <= set(m)
-    assert 0.0 <= m["test/sim"] <= 1.0 and 0.0 <= m["test/auc"] <= 1.0 and 0.0 <= m["test/aiou"] <= 1.0
+    # the strongest constant heatmap, each metric at its best value on test, under the recipe's rules
+    data = {"name": "piad", "root": str(synth_piad), "setting": "Seen", "batch_size": 64}
+    const = constant_affordance(split_labels(data, "test")[0], convention="interactvlm")
+    assert const["auc"] == 0.5
+    assert m["test/auc"] >= const["auc"] + 0.04, (m, const)
     figs = sorted(p.name for p in (run / "figures").glob("test_*.png"))
     assert figs == ["test_lifted_0.png", "test_lifted_1.png", "test_lifted_2.png",
                     "test_views_0.png", "test_views_1.png", "test_views_2.png"]
