@@ -438,10 +438,13 @@ def test_installed_train_print_resolves_packaged_recipe(installed):
     args = ["train", "recipe=deco/synthetic", "--print"]
     # the same command on the checkout (editable install, same directory and environment) is the reference
     env = {k: v for k, v in installed["env"].items() if k != "PYTHONPATH"}
-    ref = subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=installed["cwd"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    # both at once (each spends ~10 s importing torch and lightning)
+    procs = [subprocess.Popen(cmd, cwd=installed["cwd"], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for cmd, e in (([sys.executable, "-m", "zoo.cli", *args], env),
+                            ([str(site / "bin" / "hoi-zoo"), *args], installed["env"]))]
+    ref, r = (subprocess.CompletedProcess(p.args, p.returncode, *p.communicate(timeout=300)) for p in procs)
     assert ref.returncode == 0, f"the checkout's own `hoi-zoo train --print` fails (not a packaging problem): {ref.stderr}"
-    r = _installed_run(installed, str(site / "bin" / "hoi-zoo"), *args, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "name: deco" in r.stdout and "max_epochs: 40" in r.stdout  # from deco/synthetic
     assert "project: hoi-zoo" in r.stdout  # from base/default, which it extends
