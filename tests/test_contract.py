@@ -101,6 +101,12 @@ def _run(kind: str, m):
         pose = torch.zeros(2, POSE_DIMS[m.model_type])
         pose[:, 5] = 0.4
         return m(pose=pose)["vertices"]
+    if kind == "vlm":
+        g = torch.Generator().manual_seed(0)
+        images = [torch.rand(3, 32, 32, generator=g) for _ in range(2)]
+        inputs = m.build_inputs(images, ["which parts of the body are in contact ?"] * 2,
+                                ["hands feet [HCON]", "back [HCON]"])
+        return m(inputs)["logits"]
     return m(*_inputs(kind, m))
 
 

@@ -133,6 +133,16 @@ class VLM(Interface):
     ``hidden_at(hidden (B, T, d), input_ids (B, T), token_ids) -> list of (n_b, d)`` the last hidden
     state at each occurrence of the given token ids; ``generate(images, prompts, max_new_tokens) ->
     (texts: list[str], contact_states: list of (n_b, d))``; ``add_tokens(tokens: list[str]) -> list[int]``.
+
+    Families also provide ``build_inputs(images, prompts, answers=None) -> dict`` (``input_ids``,
+    ``attention_mask``, ``pixel_values``, family extras such as Qwen2-VL's ``image_grid_thw``, and with
+    answers ``labels``: -100 everywhere but the answer tokens). ``hidden`` is the language model's last
+    hidden state (after its final norm); a contact state is that state at the position whose *input* is
+    the contact token. ``generate`` is greedy and returns, per sample, the states at the contact tokens
+    the model generated ((0, d) when it generated none), from a teacher-forced forward pass over prompt +
+    generated tokens. ``add_tokens`` adds special tokens, resizes the embeddings and returns their ids
+    (tokens already present keep theirs). Images are PIL images, uint8 (H, W, 3) arrays or float
+    (3, H, W) tensors in [0, 1] (zoo.models.vlm.base.BaseVLM).
     """
 
     required = ("forward", "hidden_at", "generate", "add_tokens")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochShuffleSampler", "PairSampler", "ResumableLoader", "pair_draw"]
+__all__ = ["EpochShuffleSampler", "MixingSampler", "PairSampler", "ResumableLoader", "pair_draw"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -53,6 +53,57 @@ class PairSampler(EpochShuffleSampler):
         skip, self.skip = self.skip, 0
         order = self.order() if self.shuffle else list(range(self.n))
         return iter([(i, self.epoch) for i in order[skip:]])
+
+
+class MixingSampler(EpochShuffleSampler):
+    """Yields ``(member, index, epoch)`` keys over several datasets mixed by sampling rates.
+
+    The epoch is cut into blocks of ``block`` consecutive positions (the global batch: batch size x
+    processes); block ``j`` draws member ``m`` with probability ``rates[m] / sum(rates)`` and takes the
+    member's next ``block`` samples. A member's samples come from a permutation of its range drawn per
+    (seed, epoch, member, pass) and start over with a new permutation when a pass is used up, so a small
+    member with a high rate repeats each sample evenly. The epoch's order is a pure function of (seed,
+    epoch) (given sizes, rates, length and block), so :class:`ResumableLoader` resumes it mid-epoch, and under
+    DDP :func:`_keep_epoch_order` deals it out unchanged: rank r takes positions r, r + N, ..., so every
+    rank's batch of a step lies in the same block (one member, the same on every rank). ``n`` is rounded up
+    to whole blocks, so no block (and no padded DDP tail) mixes members.
+    """
+
+    def __init__(self, sizes: list[int], rates: list[float], n: int, seed: int = 0, block: int = 1):
+        if len(sizes) != len(rates) or not sizes:
+            raise ValueError(f"MixingSampler: {len(sizes)} sizes but {len(rates)} rates")
+        if any(int(s) <= 0 for s in sizes):
+            raise ValueError(f"MixingSampler: every member needs a sample, got sizes {list(sizes)}")
+        if any(not float(r) > 0 for r in rates):
+            raise ValueError(f"MixingSampler: rates must be positive, got {list(rates)}")
+        if int(block) <= 0 or int(n) <= 0:
+            raise ValueError(f"MixingSampler: n and block must be positive, got n={n}, block={block}")
+        self.sizes = [int(s) for s in sizes]
+        r = np.asarray(rates, dtype=np.float64)
+        self.probs = r / r.sum()
+        self.block = int(block)
+        super().__init__(-(-int(n) // self.block) * self.block, seed)
+
+    def members(self) -> np.ndarray:
+        """The member of each block of this epoch."""
+        u = np.random.default_rng([self.seed, self.epoch, 0]).random(self.n // self.block)
+        return np.minimum(np.searchsorted(np.cumsum(self.probs), u, side="right"), len(self.sizes) - 1)
+
+    def order(self) -> list[tuple[int, int, int]]:
+        """This epoch's ``(member, index, epoch)`` keys, ``n`` of them."""
+        taken = [0] * len(self.sizes)
+        perms: dict[tuple[int, int], np.ndarray] = {}
+        out: list[tuple[int, int, int]] = []
+        for m in self.members().tolist():
+            n_m = self.sizes[m]
+            for _ in range(self.block):
+                k = taken[m]
+                taken[m] += 1
+                p = (m, k // n_m)
+                if p not in perms:
+                    perms[p] = np.random.default_rng([self.seed, self.epoch, 1 + m, p[1]]).permutation(n_m)
+                out.append((m, int(perms[p][k % n_m]), self.epoch))
+        return out
 
 
 def pair_draw(n: int, seed: int, epoch: int, item: int) -> int:
