@@ -952,6 +952,22 @@ def synthetic_model_paths(root: str | Path) -> dict[str, Path]:
     }
 
 
+_FILE_BYTES: dict[str, bytes] = {}
+
+
+def _model_file_bytes() -> dict[str, bytes]:
+    """The four model files' bytes (68 MB), built once per process: they are deterministic, and building
+    the body takes ~10 s (tests write many folders)."""
+    if not _FILE_BYTES:
+        body = build_synthetic_body()
+        smplh, smpl = _model_dict(body, "smplh"), _model_dict(body, "smpl")
+        _FILE_BYTES.update(
+            smplh_pkl=pickle.dumps(smplh, protocol=4), smpl_pkl=pickle.dumps(smpl, protocol=4),
+            # npz files: deflated (the all-zero posedirs compress to almost nothing), byte-for-byte deterministic
+            smplh_npz=_npz_bytes(smplh), smplx_npz=_npz_bytes(_model_dict_smplx(build_synthetic_smplx(body))))
+    return _FILE_BYTES
+
+
 def write_synthetic_body_models(root: str | Path, overwrite: bool = False) -> Path:
     """Write the synthetic SMPL-H (.pkl, .npz), SMPL (.pkl) and SMPL-X (.npz) neutral models; return ``root``.
 
@@ -967,20 +983,10 @@ def write_synthetic_body_models(root: str | Path, overwrite: bool = False) -> Pa
     todo = [k for k, p in paths.items() if overwrite or not p.is_file()]
     if not todo:
         return root
-    body = build_synthetic_body()
-    smplh, smpl = _model_dict(body, "smplh"), _model_dict(body, "smpl")
-    for key, data in (("smplh_pkl", smplh), ("smpl_pkl", smpl)):
-        if key in todo:
-            with atomic_open(paths[key], "wb") as fh:
-                pickle.dump(data, fh, protocol=4)
-    # npz files: deflated (the all-zero posedirs compress to almost nothing), byte-for-byte deterministic
-    if "smplh_npz" in todo:
-        with atomic_open(paths["smplh_npz"], "wb") as fh:
-            fh.write(_npz_bytes(smplh))
-    if "smplx_npz" in todo:
-        data = _model_dict_smplx(build_synthetic_smplx(body))
-        with atomic_open(paths["smplx_npz"], "wb") as fh:
-            fh.write(_npz_bytes(data))
+    files = _model_file_bytes()
+    for key in todo:
+        with atomic_open(paths[key], "wb") as fh:
+            fh.write(files[key])
     for key in todo:
         os.chmod(paths[key], 0o644)  # the temporary file was private; a model file is ordinary data
     return root
