@@ -443,7 +443,8 @@ def test_installed_train_print_resolves_packaged_recipe(installed):
                               text=True)
              for cmd, e in (([sys.executable, "-m", "zoo.cli", *args], env),
                             ([str(site / "bin" / "hoi-zoo"), *args], installed["env"]))]
-    ref, r = (subprocess.CompletedProcess(p.args, p.returncode, *p.communicate(timeout=300)) for p in procs)
+    done = [(p, *p.communicate(timeout=300)) for p in procs]
+    ref, r = (subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, out, err in done)
     assert ref.returncode == 0, f"the checkout's own `hoi-zoo train --print` fails (not a packaging problem): {ref.stderr}"
     assert r.returncode == 0, r.stderr
     assert "name: deco" in r.stdout and "max_epochs: 40" in r.stdout  # from deco/synthetic
