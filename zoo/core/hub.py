@@ -713,7 +713,9 @@ def _finish(model: Any, map_location: Any) -> Any:
 
 
 def _load_frozen(model: Any, refs: list, config: Path, trust: bool = False) -> set[str]:
-    """Load each frozen part an export references from its source (hash-checked); returns their keys."""
+    """Load each frozen part an export references from its source (hash-checked); returns their keys. A part
+    with a ``reload_frozen(ref, trust)`` method (a VLM, whose base the constructor loads from its model
+    directory) checks the reference itself instead."""
     keys: set[str] = set()
     for ref in refs or []:
         prefix = str(ref.get("module", ""))
@@ -723,7 +725,11 @@ def _load_frozen(model: Any, refs: list, config: Path, trust: bool = False) -> s
             raise CheckpointError(f"{config}: frozen part '{prefix}' is not a module of the rebuilt "
                                   f"{type(model).__qualname__}") from None
         try:
-            load_weights(part, ref["source"], expected_sha256=ref.get("sha256"), trust=trust)
+            reload = getattr(part, "reload_frozen", None)
+            if callable(reload):  # a part that loads its own base when built (a VLM from its model directory)
+                reload(ref, trust=trust)
+            else:
+                load_weights(part, ref["source"], expected_sha256=ref.get("sha256"), trust=trust)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{config} references its frozen part '{prefix or '.'}' ({ref.get('component')}) "
                                     f"instead of storing it: {ref['source']} (sha256 {ref.get('sha256')}) is needed "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,12 +33,58 @@ import torch
 
 from zoo.core.interfaces import VLM
 
-__all__ = ["BaseVLM", "DEFAULT_TOKENS", "LORA_DEFAULTS", "IGNORE_INDEX"]
+__all__ = ["BaseVLM", "Generation", "DEFAULT_TOKENS", "LORA_DEFAULTS", "IGNORE_INDEX", "model_dir_digest"]
 
 DEFAULT_TOKENS = ("[HCON]", "[OCON]")
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 IGNORE_INDEX = -100
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+@dataclass
+class Generation:
+    """One generated answer (:meth:`BaseVLM.generate_answers`)."""
+
+    text: str
+    states: torch.Tensor
+    closed: bool
+    tokens: list[int] = field(default_factory=list)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
+
+
+def model_dir_digest(path: str | os.PathLike) -> str:
+    """sha256 over a model directory's files (config, weights, tokenizer and processor files: name and
+    content, sorted by name; hidden files skipped). Cached under ``$ZOO_HOME/hashes`` by each file's size
+    and modification time, so a 14 GB directory is read once."""
+    import hashlib
+    import json
+
+    from zoo.core.atomic import atomic_write_text, sha256_file
+    from zoo.core.paths import cache_dir
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                   p.relative_to(root).parts) and p.suffix in WEIGHT_SUFFIXES)
+    cache_file = cache_dir("hashes") / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:24] + ".json")
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    h = hashlib.sha256()
+    fresh = {}
+    for p in files:
+        st = p.stat()
+        rel = p.relative_to(root).as_posix()
+        key = f"{rel}:{st.st_size}:{st.st_mtime_ns}"
+        digest = cache.get(key) or sha256_file(p)
+        fresh[key] = digest
+        h.update(f"{rel}\0{digest}\n".encode())
+    if fresh != cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache_file, json.dumps(fresh, sort_keys=True))
+    return h.hexdigest()
 
 
 class BaseVLM(VLM, L.LightningModule):
@@ -93,6 +140,31 @@ class BaseVLM(VLM, L.LightningModule):
         self.tokens = list(tokens) if tokens is not None else list(DEFAULT_TOKENS)
         self.token_ids = self.add_tokens(self.tokens) if self.tokens else []
         self._setup_training(lora, train_vision)
+        self._record_base()
+
+    def _record_base(self) -> None:
+        """Record the tensors loaded from the model directory (as :func:`zoo.core.hub.load_weights` records a
+        weights file): an export then stores only what trains and names the base model by path and hash."""
+        from zoo.core.hub import _fingerprint
+
+        state = self.state_dict()
+        keys = sorted(k for k in state if "lora_" not in k)
+        buffers = dict(self.named_buffers())
+        self.__dict__["_zoo_weights"] = {
+            "source": self.model_dir, "path": self.model_dir, "sha256": model_dir_digest(self.model_dir),
+            "keys": keys, "buffers": {k: _fingerprint(buffers[k]) for k in keys if k in buffers}}
+
+    def reload_frozen(self, ref: dict, trust: bool = False) -> None:
+        """An export's reference to this model's frozen base: the base was loaded when this module was built
+        (from ``path`` or the tiny directory); check it is the same directory content the export was trained
+        on (the sha256 of :func:`model_dir_digest`), else raise naming both."""
+        from zoo.core.hub import CheckpointError
+
+        mine = self.__dict__["_zoo_weights"]["sha256"]
+        if ref.get("sha256") and ref["sha256"] != mine:
+            raise CheckpointError(f"{type(self).__name__}: the export was trained on the base model {ref.get('source')} "
+                                  f"(sha256 {ref['sha256']}), but this one is {self.model_dir} (sha256 {mine}); "
+                                  f"point vlm.path at the same base model directory")
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -219,11 +291,31 @@ class BaseVLM(VLM, L.LightningModule):
         """Load adapters written by :meth:`save_adapters` into this (LoRA-wrapped) model."""
         import peft
 
+        self.check_saved_tokens(path)
         weights = peft.utils.load_peft_weights(str(path), device="cpu")
         result = peft.set_peft_model_state_dict(self.model, weights)
         bad = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
         if bad:
             raise RuntimeError(f"{type(self).__name__}: adapters in {path} do not fit: {bad[:3]}")
+
+    def check_saved_tokens(self, path: str | os.PathLike) -> None:
+        """Raise when the tokenizer saved in ``path`` (adapters / a merged model) gives the contact tokens
+        other ids than this model's, or lacks them (the embeddings' rows would mean other tokens)."""
+        from transformers import AutoTokenizer
+
+        p = Path(path)
+        if not any((p / f).is_file() for f in TOKENIZER_FILES):
+            return
+        saved = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        vocab = saved.get_vocab()
+        theirs = {t: vocab.get(t) for t in self.tokens}
+        mine = dict(zip(self.tokens, self.token_ids, strict=True))
+        added = sorted(t for t in saved.get_added_vocab() if t.startswith("[") and t not in mine)
+        if theirs != mine or added:
+            raise ValueError(f"{type(self).__name__}: {p} was saved with contact tokens "
+                             f"{ {t: i for t, i in theirs.items() if i is not None} }{f' and {added}' if added else ''}, "
+                             f"but the recipe's vlm.tokens give {mine}; use the tokens it was trained with "
+                             f"(system.vlm.tokens=[...])")
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -315,14 +407,22 @@ class BaseVLM(VLM, L.LightningModule):
     @torch.no_grad()
     def generate(self, images: list, prompts: list[str], max_new_tokens: int = 32,
                  token_ids: list[int] | None = None) -> tuple[list[str], list[torch.Tensor]]:
-        """Greedy answers and their contact states.
+        """Greedy answers and their contact states: (texts, states), see :meth:`generate_answers`."""
+        gens = self.generate_answers(images, prompts, max_new_tokens, token_ids)
+        return [g.text for g in gens], [g.states for g in gens]
 
-        Returns (texts, states): ``texts[b]`` the generated text (contact tokens kept, padding and the
-        end-of-turn dropped); ``states[b]`` (n_b, d) the last hidden states at the contact tokens
-        (``token_ids``, default ``self.token_ids``) the model generated, in order, (0, d) when it generated
-        none. The states come from a teacher-forced forward pass over prompt + generated tokens (up to the
-        first end-of-turn), one sample at a time without padding: the state at the position whose *input*
-        is the contact token, the same state ``forward`` + ``hidden_at`` give during training.
+    @torch.no_grad()
+    def generate_answers(self, images: list, prompts: list[str], max_new_tokens: int = 32,
+                         token_ids: list[int] | None = None) -> list[Generation]:
+        """Greedy answers, one :class:`Generation` per sample.
+
+        ``text``: the generated text (contact tokens kept, padding and the end-of-turn dropped);
+        ``states`` (n, d): the last hidden states at the contact tokens (``token_ids``, default
+        ``self.token_ids``) the model generated, in order, (0, d) when it generated none; ``closed``:
+        whether the answer ended with the end-of-turn within ``max_new_tokens``; ``tokens``: the
+        generated ids. The states come from a teacher-forced forward pass over prompt + generated tokens
+        (up to the first end-of-turn), one sample at a time without padding: the state at the position
+        whose *input* is the contact token, the same state ``forward`` + ``hidden_at`` give in training.
         """
         token_ids = list(self.token_ids if token_ids is None else token_ids)
         inputs = self._model_inputs(self.build_inputs(images, prompts))
@@ -332,14 +432,15 @@ class BaseVLM(VLM, L.LightningModule):
                                    pad_token_id=pad, eos_token_id=sorted(i for i in stop if i is not None))
         T = inputs["input_ids"].shape[1]
         d = self.hf_model().config.get_text_config().hidden_size
-        texts, states = [], []
+        out: list[Generation] = []
         for b in range(len(prompts)):
             gen = seqs[b, T:].tolist()
-            cut = next((i for i, t in enumerate(gen) if t in stop), len(gen))
-            gen = [t for t in gen[:cut] if t != pad]
-            texts.append(self.tokenizer.decode(gen, skip_special_tokens=False).strip())
+            cut = next((i for i, t in enumerate(gen) if t in stop), None)
+            closed = cut is not None
+            gen = [t for t in gen[:cut if closed else len(gen)] if t != pad]
+            text = self.tokenizer.decode(gen, skip_special_tokens=False).strip()
             if not any(t in token_ids for t in gen):
-                states.append(torch.zeros(0, d, device=seqs.device))
+                out.append(Generation(text, torch.zeros(0, d, device=seqs.device), closed, gen))
                 continue
             one = self.build_inputs([images[b]], [prompts[b]])
             n = one["input_ids"].shape[1]
@@ -349,8 +450,8 @@ class BaseVLM(VLM, L.LightningModule):
             hidden = self.forward(one)["hidden"]
             h = hidden[0, n:][torch.isin(one["input_ids"][0, n:].to(hidden.device),
                                          torch.tensor(token_ids, device=hidden.device))]
-            states.append(h)
-        return texts, states
+            out.append(Generation(text, h, closed, gen))
+        return out
 
     def _refresh_extras(self, inputs: dict) -> dict:
         """Recompute family extras that depend on input_ids after tokens were appended."""

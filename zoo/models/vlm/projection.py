@@ -22,8 +22,11 @@ class ContactProjection(nn.Module):
     they are stored under a sanitised key, see :meth:`key`).
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 256, tokens: list[str] | None = None) -> None:
+    def __init__(self, in_dim: int | None = None, out_dim: int = 256, tokens: list[str] | None = None) -> None:
         super().__init__()
+        if in_dim is None:
+            raise ValueError("ContactProjection: in_dim (the VLM's hidden width) is needed; a system that owns the "
+                             "projection sets it from its VLM")
         if int(in_dim) < 1 or int(out_dim) < 1:
             raise ValueError(f"ContactProjection: in_dim and out_dim must be >= 1, got {in_dim}, {out_dim}")
         self.tokens = list(tokens) if tokens is not None else ["[HCON]", "[OCON]"]

@@ -23,13 +23,25 @@ from zoo.core.paths import cache_dir
 
 __all__ = ["tiny_dir", "tiny_tokenizer", "WORDS", "TINY_FORMAT"]
 
-TINY_FORMAT = 1  # bump when the written layout changes (part of the cache key)
+TINY_FORMAT = 2  # bump when the written layout changes (part of the cache key)
 
 BODY_PARTS = ("head", "neck", "chest", "back", "torso", "hips", "butt", "left", "right", "hand", "hands", "arm",
               "arms", "forearm", "upper", "lower", "leg", "legs", "thigh", "knee", "foot", "feet", "shoulder",
               "elbow", "wrist", "fingers", "palm", "heel", "toes", "ankle", "shin", "calf", "waist", "belly")
 OBJECTS = ("chair", "cup", "bed", "bench", "bottle", "bag", "bicycle", "skateboard", "surfboard", "ball", "knife",
            "bowl", "table", "door", "laptop", "phone", "umbrella", "racket", "keyboard", "mug", "object", "human")
+# DAMON's object names (COCO's 80 thing classes and "supporting" for floors and other supporting surfaces),
+# PIAD's and LEMON's object classes, word by word: an object named in a question must not become <unk>.
+DATASET_OBJECT_WORDS = tuple(dict.fromkeys("""
+    person bicycle car motorcycle airplane bus train truck boat traffic light fire hydrant stop sign parking meter
+    bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee
+    skis snowboard sports ball kite baseball bat glove skateboard surfboard tennis racket bottle wine glass cup fork
+    knife spoon bowl banana apple sandwich orange broccoli carrot hot dog pizza donut cake chair couch potted plant
+    bed dining table toilet tv laptop mouse remote keyboard cell phone microwave oven toaster sink refrigerator book
+    clock vase scissors teddy hair drier toothbrush supporting wall pole floor ground ' s
+    bag dishwasher display door earphone faucet hat storagefurniture trashcan vase baseballbat guitar motorcycle
+    mug scissors suitcase surfboard tennisracket umbrella keyboard pull
+""".split()))
 AFFORDANCES = ("grasp", "contain", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move", "display",
                "push", "listen", "wear", "press", "cut", "stab")
 TEMPLATE_WORDS = (
@@ -40,7 +52,7 @@ TEMPLATE_WORDS = (
     "can you segment regions touches touch scene ground something where does would affords that part parts "
     "regions here ; on ground or any anything there"
 ).split()
-WORDS = tuple(dict.fromkeys((*TEMPLATE_WORDS, *BODY_PARTS, *OBJECTS, *AFFORDANCES)))
+WORDS = tuple(dict.fromkeys((*TEMPLATE_WORDS, *BODY_PARTS, *OBJECTS, *DATASET_OBJECT_WORDS, *AFFORDANCES)))
 
 
 def tiny_tokenizer(special: list[str], unk: str, pad: str, bos: str | None, eos: str, extra: dict | None = None):
