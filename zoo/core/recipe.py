@@ -296,6 +296,8 @@ LOGGER_KEYS: dict[str, Any] = {
     "entity": (str | None, None),
     "offline": (bool | None, None),
     "tags": (list, []),
+    "group": (str | None, None),      # W&B run group (tools/ablate.py groups an ablation's runs)
+    "job_type": (str | None, None),
     "log_images": (bool, True),
 }
 CHECKPOINT_KEYS: dict[str, Any] = {

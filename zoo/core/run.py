@@ -433,6 +433,7 @@ def build_logger(recipe: Recipe, run_dir: Path, resume_ckpt: Path | None, csv_ve
     logger = WandbLogger(
         project=cfg["project"], entity=cfg.get("entity"), save_dir=str(run_dir), offline=offline,
         id=wandb_id, resume="allow", tags=list(cfg.get("tags") or []),
+        group=cfg.get("group"), job_type=cfg.get("job_type"),
         name=f"{recipe.name}/{run_dir.name}", config=dict(recipe),
     )
     return logger, wandb_id
