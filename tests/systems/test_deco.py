@@ -104,7 +104,7 @@ def test_cross_attention_hand_computed():
     shared = CrossAttention(3, shared=True)
     assert shared.cross_attn_2 is None
     _identity_attention(shared.cross_attn_1)
-    torch.testing.assert_close(shared(sem, part), torch.tensor([[_layer_norm([x * y for x, y in zip(a, b)])]]))
+    torch.testing.assert_close(shared(sem, part), torch.tensor([[_layer_norm([x * y for x, y in zip(a, b, strict=True)])]]))
     # the paper's variant: a second block for part-to-scene; with a zero query its softmax is uniform,
     # so b_i = mean(sem) / sqrt 3 = 1 / (3 sqrt 3) for every i and the fused token is LayerNorm(a)
     paper = CrossAttention(3, shared=False)
