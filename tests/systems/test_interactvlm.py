@@ -228,3 +228,30 @@ def test_infer_tool_writes_outputs_and_reports_unreadable_images(setup, tmp_path
     assert "1 image(s) written" in text.out and "1 skipped" in text.out
     with pytest.raises(SystemExit, match="give object=NAME"):
         infer.main([f"ckpt={export}", f"image={photos}", f"out={out}"])
+
+
+def test_merge_writes_a_plain_model_and_a_standalone_export(setup, tmp_path):
+    import transformers
+    import yaml
+
+    from zoo.core import hub
+    from zoo.models.vlm.merge import merge_export
+
+    system, batch = setup["system"], setup["batch"]
+    with torch.no_grad():
+        for n, p in system.vlm.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)  # adapters that change the output, so merging them matters
+    export = hub.export(system, tmp_path / "export")
+    vlm_dir, sys_dir = merge_export(export, tmp_path / "merged")
+    plain = transformers.LlavaForConditionalGeneration.from_pretrained(str(vlm_dir), local_files_only=True)
+    assert not any("lora" in k for k in plain.state_dict())
+    frozen = yaml.safe_load((sys_dir / "config.yaml").read_text())["frozen"]
+    assert [r["module"] for r in frozen if r["module"] == "vlm"] == ["vlm"] and frozen[0]["source"] == str(vlm_dir.resolve())
+    merged = hub.load(sys_dir)
+    with torch.no_grad():
+        a = system.teacher_forced(batch, "human", "test")["scores"]
+        b = merged.teacher_forced(batch, "human", "test")["scores"]
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    with pytest.raises(FileExistsError, match="exists; choose a new output folder"):
+        merge_export(export, tmp_path / "merged")
