@@ -9,7 +9,9 @@ over pytorch3d's CPU rasterizer at 256^2 and 512^2 (target >= 10x) with face-id 
 lift throughput (views/s, batch 8 x 4 views) vs. a per-view scatter loop at 256^2 and 1024^2
 (target >= 5x at 1024^2), and our lift from logits vs. a re-implementation of InteractVLM's
 per-sample, per-view predictor on the same maps at 1024^2 (target >= 5x); mvloc training step time
-with cached renders vs. rebuilt ones.
+with cached renders vs. rebuilt ones; tiny InteractVLM: training step zoo vs. plain loop (target <= 1.10),
+the split of a step between the VLM, the localizer's decoder, the lift and the backward pass, and greedy
+generation tokens/s.
 """
 from __future__ import annotations
 
@@ -348,6 +350,68 @@ def bench_mvloc_step(root: Path, cache: Path, steps: int = 6) -> list[dict]:
     return out
 
 
+def bench_interactvlm(root: Path, steps: int = 10) -> list[dict]:
+    """Tiny InteractVLM: the Lightning step vs. a plain loop, the split of a training step's time between the
+    VLM (inputs + forward), the localizer (decode), the lift and the backward pass, and generation tokens/s."""
+    import torch
+
+    from zoo.core import recipe as R
+    from zoo.core import registry
+
+    rows = _train_step_ratio("interactvlm", "interactvlm/synthetic", [f"data.root={root}"], steps)
+    rec = R.load("interactvlm/synthetic", [f"data.root={root}"])
+    dm = registry.build("datamodule", {**rec["data"], "batch_size": 8})
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    system = registry.build("system", rec["system"])
+    system.train()
+    spent = {"vlm": 0.0, "localizer": 0.0, "lift": 0.0}
+
+    def timed(key, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            out = fn(*a, **kw)
+            spent[key] += time.perf_counter() - t
+            return out
+        return wrapper
+
+    vlm_forward, build_inputs = system.vlm.forward, system.vlm.build_inputs
+    system.vlm.forward = timed("vlm", vlm_forward)
+    system.vlm.build_inputs = timed("vlm", build_inputs)
+    system.human.localizer.decode = timed("localizer", system.human.localizer.decode)
+    views = system.human.surface.views(batch, system.human.localizer, torch.device("cpu"), "bench")
+    lift = views.lifts[0]
+    lift.lift = timed("lift", lift.lift)
+    total = backward = 0.0
+    for i in range(steps + 2):
+        if i == 2:  # after warm-up
+            spent.update(vlm=0.0, localizer=0.0, lift=0.0)
+            total = backward = 0.0
+        t = time.perf_counter()
+        loss = system.step(batch, "train")[0]["loss"]
+        tb = time.perf_counter()
+        loss.backward()
+        system.zero_grad()
+        backward += time.perf_counter() - tb
+        total += time.perf_counter() - t
+    rest = total - backward - sum(spent.values())
+    for key, val in (*spent.items(), ("backward", backward), ("other", rest)):
+        rows.append({"name": f"interactvlm_step_share_{key}", "value": val / total, "unit": "fraction", "target": None})
+    system.eval()
+    q, _ = system.texts(batch, "human", "test")
+    images = system.images(batch, "bench")
+    with torch.no_grad():
+        system.vlm.generate_answers(images, q, 24)  # warm-up
+        t = time.perf_counter()
+        gens = system.vlm.generate_answers(images, q, 24)
+        dt = time.perf_counter() - t
+    n = sum(len(g.tokens) for g in gens)
+    rows.append({"name": "interactvlm_generation_tokens_per_s", "value": n / dt, "unit": "tok/s",
+                 "target": None})
+    return rows
+
+
 def main() -> int:
     """Run every benchmark, print the table, write runs/bench/latest.json."""
     import tempfile
@@ -362,7 +426,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory():
         root = _data(cache)
         rows = (bench_datamodule(root) + bench_train_step(root) + bench_metrics() + bench_render(cache)
-                + bench_mvloc_step(root, cache))
+                + bench_mvloc_step(root, cache) + bench_interactvlm(root))
     from zoo.core.atomic import atomic_write_text
 
     atomic_write_text(OUT, json.dumps(rows, indent=2) + "\n")

@@ -255,3 +255,12 @@ def test_merge_writes_a_plain_model_and_a_standalone_export(setup, tmp_path):
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     with pytest.raises(FileExistsError, match="exists; choose a new output folder"):
         merge_export(export, tmp_path / "merged")
+
+
+def test_swapping_the_vlm_family_keeps_its_arguments():
+    """VLM families share BaseVLM's constructor, so `system.vlm.name=qwen2_vl` keeps the tiny variant, tokens and
+    LoRA; components with another constructor still start from their own defaults."""
+    rec = R.load("interactvlm/synthetic", ["system.vlm.name=qwen2_vl"])
+    vlm = rec["system"]["vlm"]
+    assert vlm["name"] == "qwen2_vl" and vlm["variant"] == "tiny" and vlm["lora"]["r"] == 16
+    assert R.load("mvloc/synthetic_human", ["system.lifter.name=identity"])["system"]["lifter"] == {"name": "identity"}

@@ -80,16 +80,32 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _same_constructor(old: Any, new: Any) -> bool:
+    """Whether two component names of one registry kind are classes sharing one constructor (e.g. the VLM
+    families, which all take BaseVLM's arguments): then swapping the name keeps the other arguments."""
+    if not isinstance(old, str) or not isinstance(new, str):
+        return False
+    for kind in registry.KINDS:
+        names = registry.names(kind)
+        if old in names and new in names:
+            try:
+                a, b = registry.get(kind, old), registry.get(kind, new)
+            except Exception:  # noqa: BLE001 - an unimportable class: fall back to replacing
+                return False
+            return a.__init__ is b.__init__
+    return False
+
+
 def _merge(base: dict, over: dict, src: dict, over_src: str, prefix: tuple = ()) -> None:
     """Merge ``over`` into ``base`` in place, recording in ``src`` which file set each key path."""
     for k, v in over.items():
         path = prefix + (k,)
         b = base.get(k)
         replace = not (isinstance(b, dict) and isinstance(v, dict))
-        # A component dict that changes its `name` replaces the base's arguments wholesale:
-        # they belong to a different constructor.
+        # A component dict that changes its `name` replaces the base's arguments wholesale: they belong
+        # to a different constructor (unless both names share one, as the VLM families do).
         if not replace and "name" in v and "name" in b and v["name"] != b["name"]:
-            replace = True
+            replace = not _same_constructor(b["name"], v["name"])
         if replace:
             base[k] = copy.deepcopy(v)
             for key in [p for p in src if p[: len(path)] == path]:
