@@ -264,3 +264,30 @@ def test_swapping_the_vlm_family_keeps_its_arguments():
     vlm = rec["system"]["vlm"]
     assert vlm["name"] == "qwen2_vl" and vlm["variant"] == "tiny" and vlm["lora"]["r"] == 16
     assert R.load("mvloc/synthetic_human", ["system.lifter.name=identity"])["system"]["lifter"] == {"name": "identity"}
+
+
+def test_joint_mode_routes_each_batch_to_its_branch(setup, synth_piad):
+    """mode joint: one VLM, two branches; a DAMON batch trains the body branch ([HCON]), a PIAD batch (points)
+    the object branch ([OCON]); each metric updates on its branch's batches only (by log_prefix)."""
+    cfg = dict(setup["rec"]["system"])
+    obj = R.load("interactvlm/synthetic_joint")["system"]["object"]
+    cfg.update(mode="joint", object=obj, metrics=[
+        {"name": "contact_prf", "threshold": 0.5, "convention": "interactvlm", "log_prefix": "human/"},
+        {"name": "affordance", "convention": "interactvlm", "log_prefix": "object/"}])
+    torch.manual_seed(0)
+    system = registry.build("system", cfg)
+    assert system.branch_names == ["human", "object"] and system.token_of == {"human": "[HCON]", "object": "[OCON]"}
+    assert sorted(system.projection.heads) == ["HCON", "OCON"]
+    dm = registry.build("datamodule", {"name": "piad", "root": str(synth_piad), "image_size": 64, "batch_size": 3})
+    dm.setup("fit")
+    piad = next(iter(dm.train_dataloader()))
+    system.train()
+    for batch, branch in ((setup["batch"], "human"), (piad, "object")):
+        losses, out = system.step(batch, "train")
+        assert out["branch"] == branch and f"{branch}_loss_3d" in losses and torch.isfinite(losses["loss"])
+        losses["loss"].backward()
+        head = system.projection.heads["HCON" if branch == "human" else "OCON"]
+        other = system.projection.heads["OCON" if branch == "human" else "HCON"]
+        assert head[0].weight.grad is not None and other[0].weight.grad is None
+        system.zero_grad(set_to_none=True)
+    assert [system._metric_branch(i) for i in range(2)] == ["human", "object"]
