@@ -31,9 +31,9 @@ DEMO_THREADS = "auto"
 # (recipe, overrides, task): the localizer of mvloc matches interactvlm/synthetic's, so only the prompt differs.
 SMALL_SAM = ["system.localizer.image_size=64", "system.localizer.prompt_dim=64", "system.localizer.tiny_decoder_mlp_dim=128"]
 RUNS = [
-    (MAIN, ["trainer.max_epochs=12"], "semantic"),
-    ("mvloc/synthetic_human", [*SMALL_SAM, "trainer.max_epochs=10"], "semantic"),
-    ("deco/synthetic", ["trainer.max_epochs=16", "system.optim.lr=3e-3", "data.image_size=64"], "binary"),
+    (MAIN, ["trainer.max_epochs=10"], "semantic"),
+    ("mvloc/synthetic_human", [*SMALL_SAM, "trainer.max_epochs=8"], "semantic"),
+    ("deco/synthetic", ["trainer.max_epochs=10", "system.optim.lr=3e-3", "data.image_size=64"], "binary"),
 ]
 
 
