@@ -236,6 +236,11 @@ class InteractVLM(System):
     def _rll(self, branch: str):
         return self.human if branch == "human" else self.object
 
+    def _token(self, branch: str) -> tuple[str, int]:
+        """The contact token a branch answers with, and its id in the VLM's tokenizer."""
+        token = self.token_of[branch]
+        return token, self.vlm.token_ids[self.vlm.tokens.index(token)]
+
     def part_of_vertex(self) -> np.ndarray:
         """SMPL part index per body vertex (from the human branch body's skinning weights), cached."""
         if self._part_of_vertex is None:
@@ -313,8 +318,7 @@ class InteractVLM(System):
         images = self.images(batch, where)
         inputs = self.vlm.build_inputs(images, questions, answers)
         vout = self.vlm(inputs)
-        token = self.token_of[branch]
-        tid = self.vlm.token_ids[self.vlm.tokens.index(token)]
+        token, tid = self._token(branch)
         states = self.vlm.hidden_at(vout["hidden"], inputs["input_ids"].to(vout["hidden"].device), tid)
         prompts = self._prompts(states, token, where, self.sample_names(batch, len(states)))
         out = self._rll(branch)(batch, prompts, None, where)
@@ -329,8 +333,7 @@ class InteractVLM(System):
         rll = self._rll(branch)
         questions, answers = self.texts(batch, branch, stage)
         images = self.images(batch, where)
-        token = self.token_of[branch]
-        tid = self.vlm.token_ids[self.vlm.tokens.index(token)]
+        token, tid = self._token(branch)
         gens = self.vlm.generate_answers(images, questions, int(self.hparams.max_new_tokens), token_ids=[tid])
         B = len(gens)
         keep = [b for b, g in enumerate(gens) if g.states.shape[0] > 0]
@@ -345,6 +348,7 @@ class InteractVLM(System):
             out["sub"], out["sub_batch"] = sub_out, sub
         names = self.sample_names(batch, B)
         out.update(scores=scores, answers=[g.text for g in gens], questions=questions, targets=answers, branch=branch,
+                   images=images,
                    has_token=[g.states.shape[0] > 0 for g in gens], closed=[g.closed for g in gens], names=names)
         return out
 
@@ -369,7 +373,7 @@ class InteractVLM(System):
             tok = out["token_loss"]
         else:
             questions, targets = out["questions"], out["targets"]
-            inputs = self.vlm.build_inputs(self.images(batch, where), questions, targets)
+            inputs = self.vlm.build_inputs(out["images"], questions, targets)
             with torch.no_grad():
                 tok = self.vlm(inputs)["loss"]
             if out["sub"] is not None:
@@ -463,8 +467,7 @@ class InteractVLM(System):
                 slots["affordance"] = affordance
             questions.append(task.question(np.random.default_rng([int(self.hparams.template_seed), i]), **slots))
         pil = [_to_pil(im) for im in images]
-        token = self.token_of[branch]
-        tid = self.vlm.token_ids[self.vlm.tokens.index(token)]
+        token, tid = self._token(branch)
         gens = self.vlm.generate_answers(pil, questions, int(self.hparams.max_new_tokens), token_ids=[tid])
         rll = self._rll(branch)
         results = []
@@ -483,11 +486,11 @@ class InteractVLM(System):
     def figures(self, batch: dict, n: int = 3) -> list[tuple[str, np.ndarray]]:
         """For the first ``n`` samples whose generated answer has a contact token: the views with predicted
         and ground-truth masks and the lifted scores, titled with the generated answer."""
-        sub = _subset(batch, list(range(min(n, self.batch_size(batch, {"scores": batch[self._rll(
-            self.branch_of(batch)).surface.label_key]})))), int(batch[self._rll(self.branch_of(batch)).surface.label_key].shape[0]))
+        B = int(batch[self._rll(self.branch_of(batch)).surface.label_key].shape[0])
+        sub = _subset(batch, list(range(min(n, B))), B)
         out = self(sub, "test")
         if "token_loss" in out:
-            return self._rll(out["branch"]).figures(sub, out, [f"{a}" for a in out["answers"]])
+            return self._rll(out["branch"]).figures(sub, out, list(out["answers"]))
         if out["sub"] is None:
             return []
         titles = [f"\"{out['answers'][b]}\"" for b, h in enumerate(out["has_token"]) if h]
