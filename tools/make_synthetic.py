@@ -5,6 +5,7 @@
     python tools/make_synthetic.py damon --n N --out DIR --seed S  # DAMON-format contact data
     python tools/make_synthetic.py piad  --n N --out DIR --seed S [--settings Seen Unseen]  # PIAD-format affordance data
     python tools/make_synthetic.py lemon --n N --out DIR --seed S  # LEMON/3DIR-format human contact + object affordance
+    python tools/make_synthetic.py scenes --n N --out DIR --seed S [--size 256] [--contact-files]  # human-object scene folders with gt object pose
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ GENERATORS = {
     "damon": "zoo.data.synthetic.damon",
     "piad": "zoo.data.synthetic.piad",
     "lemon": "zoo.data.synthetic.lemon",
+    "scenes": "zoo.data.synthetic.scenes",
 }
 
 
