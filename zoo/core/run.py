@@ -850,6 +850,21 @@ def evaluate(recipe: Recipe, ckpt: str | None = None, out: str | Path | None = N
     system = _system_for(recipe, ckpt)
     if recipe.get("data") is None:
         raise RecipeError(f"recipe '{recipe.name}' has no data section to evaluate on")
+    if not ckpt and not getattr(system, "learned", True):
+        # A fitting system's evaluation is its run: it gets a run directory (scenes written there, metrics.json).
+        run_dir, _, owns_env = prepare_run_dir(recipe)
+        try:
+            return _evaluate_in(recipe, system, convention, run_dir / "metrics.json" if out is None else Path(out),
+                                ckpt, run_dir)
+        finally:
+            if owns_env:
+                os.environ.pop(RUN_DIR_ENV, None)
+    return _evaluate_in(recipe, system, convention, out, ckpt, None)
+
+
+def _evaluate_in(recipe: Recipe, system: LightningModule, convention: str | None, out: str | Path | None,
+                 ckpt: str | None, run_dir: Path | None) -> RunResult:
+    """The test pass of :func:`evaluate` and its outputs."""
     data = registry.build("datamodule", recipe["data"], materialize=False)
     if convention is not None:
         apply_convention(system, data, convention)
@@ -871,6 +886,9 @@ def evaluate(recipe: Recipe, ckpt: str | None = None, out: str | Path | None = N
         print(f"[eval] {recipe.name}: {ckpt or 'the recipe system'}", flush=True)
         print_eval_tables(metrics, title=f"{recipe.name}" + (f", convention={convention}" if convention else ""))
         print(f"metrics written to {dest}")
+        if run_dir is not None:
+            atomic_write_text(run_dir / "resolved.yaml", recipe.to_yaml())
+            print(f"run directory: {run_dir}")
     return RunResult(dest.parent, metrics, 0)
 
 
@@ -945,9 +963,21 @@ def predict(recipe: Recipe, ckpt: str | None = None) -> RunResult:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
+def _learned(recipe: Recipe) -> bool:
+    """Whether the recipe's system trains weights (fitting systems, e.g. phosa, optimise per sample instead)."""
+    name = (recipe.get("system") or {}).get("name")
+    if not name:
+        return True
+    return bool(getattr(registry.lookup("system", name), "learned", True))
+
+
 def execute(recipe: Recipe) -> RunResult:
     """Run the recipe the way ``run.mode`` says: fit (train), test (evaluate) or predict."""
     mode = (recipe.get("run") or {}).get("mode", "fit")
+    if mode == "fit" and not _learned(recipe):
+        raise RecipeError(f"recipe '{recipe.name}': system '{recipe['system']['name']}' optimises each sample on "
+                          f"its own and has no weights to train; set run.mode=test (metrics on data with ground "
+                          f"truth) or run.mode=predict (writes each scene), or use tools/reconstruct.py")
     if mode == "test":
         return evaluate(recipe)
     _refuse_convention(recipe, f"run.mode={mode}")
@@ -999,7 +1029,7 @@ def cli(command: str, argv: list[str], usage: str | None = None) -> int:
             print(rec.to_yaml(), end="")
             return 0
         if command == "eval":
-            if not rec.get("ckpt"):
+            if not rec.get("ckpt") and _learned(rec):
                 fail("eval needs ckpt=PATH (a .ckpt, an export directory, or a registry checkpoint name)")
             return evaluate(rec, out=out[0] if out else None).exit_code
         if command == "predict":

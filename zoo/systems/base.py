@@ -51,6 +51,8 @@ class System(Pretrained, SystemInterface, L.LightningModule):
     # Hyper-parameters that change how a trained model is evaluated, not what it learned: ``tools/eval.py``
     # applies overrides of these to a loaded checkpoint (apply_eval_settings) and refuses any other.
     eval_settings: ClassVar[tuple[str, ...]] = ("metrics",)
+    # False for fitting systems (zoo.systems.fitting): they optimise per sample and evaluate without a checkpoint.
+    learned: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
