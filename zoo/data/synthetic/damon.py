@@ -516,6 +516,24 @@ def _ground_layer(ground: Primitive, R: np.ndarray, t: np.ndarray, K: np.ndarray
     return s, col
 
 
+def backdrop(rng: np.random.Generator, size: int):
+    """A photo's background and light: a vertical gradient of a random light colour with faint noise (S, S, 3)
+    float32, and a two-sided Lambert shading function of normals (..., 3) for a random light from above."""
+    top = rng.uniform(0.55, 0.95, 3)
+    bot = top * rng.uniform(0.6, 0.9)
+    ramp = np.linspace(0, 1, size)[:, None, None]
+    img = (top * (1 - ramp) + bot * ramp) * np.ones((size, size, 3)) + rng.normal(0, 0.015, (size, size, 1))
+    img = torch.as_tensor(img, dtype=torch.float32)
+    light = torch.tensor([rng.uniform(-0.5, 0.5), rng.uniform(-0.9, -0.3), -1.0])
+    light = light / light.norm()
+
+    def lambert(n: torch.Tensor) -> torch.Tensor:
+        n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        return 0.35 + 0.65 * (n @ light).abs()
+
+    return img, lambert
+
+
 def _render_sample(rng, body_cam: np.ndarray, faces: torch.Tensor, part_labels: np.ndarray, contact: np.ndarray,
                    objects: list[Primitive], R: np.ndarray, t: np.ndarray, K: np.ndarray, size: int,
                    body_color: np.ndarray):
@@ -552,18 +570,7 @@ def _render_sample(rng, body_cam: np.ndarray, faces: torch.Tensor, part_labels: 
     layer[torch.isinf(zmin)] = 3  # background
     body_vis, obj_vis, ground_vis = layer == 0, layer == 1, layer == 2
 
-    # Background: vertical gradient of a random light colour with faint noise texture.
-    top = rng.uniform(0.55, 0.95, 3)
-    bot = top * rng.uniform(0.6, 0.9)
-    ramp = np.linspace(0, 1, size)[:, None, None]
-    img = (top * (1 - ramp) + bot * ramp) * np.ones((size, size, 3)) + rng.normal(0, 0.015, (size, size, 1))
-    img = torch.as_tensor(img, dtype=torch.float32)
-    light = torch.tensor([rng.uniform(-0.5, 0.5), rng.uniform(-0.9, -0.3), -1.0])
-    light = light / light.norm()
-
-    def lambert(n: torch.Tensor) -> torch.Tensor:
-        n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        return 0.35 + 0.65 * (n @ light).abs()
+    img, lambert = backdrop(rng, size)
 
     if ground_vis.any():
         shade = float(lambert(torch.as_tensor(R[:, 1], dtype=torch.float32)[None])[0])

@@ -56,6 +56,7 @@ from zoo.data.synthetic.damon import (
     _place_along,
     _pose,
     _rot_y,
+    backdrop,
     primitive_sdf,
 )
 from zoo.data.synthetic.files import save_npz_deterministic
@@ -226,17 +227,7 @@ def _render(rng, body_cam: np.ndarray, body_faces: torch.Tensor, obj_cam: np.nda
     layer[torch.isinf(torch.minimum(torch.minimum(z_body, z_obj), z_ground))] = 3
     body_vis, obj_vis, ground_vis = layer == 0, layer == 1, layer == 2
 
-    top = rng.uniform(0.55, 0.95, 3)
-    bot = top * rng.uniform(0.6, 0.9)
-    ramp = np.linspace(0, 1, size)[:, None, None]
-    img = (top * (1 - ramp) + bot * ramp) * np.ones((size, size, 3)) + rng.normal(0, 0.015, (size, size, 1))
-    img = torch.as_tensor(img, dtype=torch.float32)
-    light = torch.tensor([rng.uniform(-0.5, 0.5), rng.uniform(-0.9, -0.3), -1.0])
-    light = light / light.norm()
-
-    def lambert(n: torch.Tensor) -> torch.Tensor:
-        n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        return 0.35 + 0.65 * (n @ light).abs()
+    img, lambert = backdrop(rng, size)
 
     if ground_vis.any():
         shade = float(lambert(torch.as_tensor(Rc[:, 1], dtype=torch.float32)[None])[0])
