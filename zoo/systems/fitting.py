@@ -27,7 +27,6 @@ entry gives each stage's steps and per-tensor learning rates::
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -141,8 +140,9 @@ class FittingSystem(System):
     def _optimizer(self, stage: Stage, groups: list[dict]) -> torch.optim.Optimizer:
         if stage.optimizer == "sgd":
             return torch.optim.SGD(groups)
-        cls = torch.optim.AdamW if stage.optimizer == "adamw" else torch.optim.Adam
-        return cls(groups, weight_decay=0.0) if stage.optimizer == "adamw" else cls(groups)
+        if stage.optimizer == "adamw":
+            return torch.optim.AdamW(groups, weight_decay=0.0)  # no decay of pose parameters
+        return torch.optim.Adam(groups)
 
     def run_stage(self, stage: Stage, states: list[dict[str, torch.Tensor]], samples: list[dict],
                   bar: Any = None) -> list[dict[str, torch.Tensor]]:
@@ -266,13 +266,3 @@ class FittingSystem(System):
     def figures(self, batch: dict, n: int = 3) -> list[tuple[str, Any]]:
         """Fitting systems write their per-scene pictures with the results (scene_io), none here."""
         return []
-
-    @contextlib.contextmanager
-    def no_progress(self):
-        """Temporarily switch the step progress bar off (tests)."""
-        old = self.hparams.get("progress")
-        self.hparams["progress"] = False
-        try:
-            yield
-        finally:
-            self.hparams["progress"] = old
