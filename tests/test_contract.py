@@ -5,6 +5,7 @@ configuration fails here."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -82,8 +83,60 @@ def _inputs(kind: str, m) -> tuple:
     raise AssertionError(kind)
 
 
-def _run(kind: str, m):
-    """Forward of a model component on fixed inputs (what the contract compares before and after reload)."""
+def _tiny_field(seed: int = 0):
+    """A small dense-grid field with seeded (non-trivial) values, for renderer contracts."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        f = registry.build("field", {"name": "dense_grid", "resolution": 8, "occupancy": None})
+        with torch.no_grad():
+            for p in f.parameters():
+                p.add_(torch.randn_like(p))
+    return f.eval()
+
+
+def _rays(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    rays_o = torch.tensor([0.0, 0.2, 2.5]).expand(n, 3) + 0.05 * torch.randn(n, 3, generator=g)
+    rays_d = torch.nn.functional.normalize(-rays_o + 0.2 * torch.randn(n, 3, generator=g), dim=-1)
+    return rays_o, rays_d
+
+
+def _camera_batch(size: int = 8) -> dict:
+    dm = registry.build("datamodule", {"name": "random_cameras", "height": size, "width": size, "batch_size": 1,
+                                       "epoch_size": 1})
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def _volume_renderer(m) -> bool:
+    first = next(iter(inspect.signature(m.forward).parameters), "")
+    return first in ("field", "fields")
+
+
+def _run(kind: str, m, step: int = 0):
+    """Forward of a model component on fixed inputs (what the contract compares before and after reload). ``step``:
+    a guidance's training step (its noise draw is a function of the step and the calls made at it)."""
+    if kind == "field":
+        pts = (torch.rand(64, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * float(m.bound)
+        out = m(pts)
+        return torch.cat([out["density"][:, None], out["features"]], 1)
+    if kind == "renderer" and _volume_renderer(m):
+        rays_o, rays_d = _rays()
+        fields = _tiny_field(0)
+        if next(iter(inspect.signature(m.forward).parameters)) == "fields":
+            fields = {"a": fields, "b": _tiny_field(1)}
+        out = m(fields, rays_o, rays_d)
+        return torch.cat([out["rgb"], out["opacity"], out["depth"]], -1)
+    if kind == "guidance":
+        images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        fn = getattr(m, "prompt_embeddings", None)
+        prompt = fn("a ceramic mug") if fn is not None else "a ceramic mug"
+        kw = {"azimuth": torch.tensor([10.0]), "elevation": torch.tensor([15.0]), "step": step}
+        if getattr(m, "takes_batch", False):
+            batch = _camera_batch(16)
+            kw["batch"] = batch
+        out = m(images, prompt, **kw)
+        return torch.stack([v.float() for k, v in sorted(out.items()) if k.startswith("loss_")])
     if kind == "localizer":
         g = torch.Generator().manual_seed(0)
         emb = m.encode(torch.rand(2, 3, 64, 64, generator=g))
@@ -116,7 +169,9 @@ BATCH_NAMES = {"imgname": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "c.jpg", "d.jpg"]
 
 
 def _data(cfg: dict, tmp_path, name: str):
-    dm = registry.build("datamodule", {"name": name, **cfg, "root": str(tmp_path / name)})
+    # a root only for DataModules that read files (random cameras read none)
+    root = {"root": str(tmp_path / name)} if "root" in inspect.signature(registry.lookup("datamodule", name)).parameters else {}
+    dm = registry.build("datamodule", {"name": name, **cfg, **root})
     dm.setup("fit")
     dm.setup("test")
     return dm
@@ -144,6 +199,16 @@ def test_contract(kind, name, i, tiny, env, tmp_path):
         _same(_first(dm.test_dataloader()), _first(again.test_dataloader()), f"{name} test batch")
     elif kind == "metric" and _fit_metric(name):
         _fit_metric_contract(name, tiny, tmp_path)
+    elif kind == "metric" and _prompt_metric(name):
+        m = registry.build("metric", {"name": name, **tiny})
+        images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        m.update(images, ["a ceramic mug", "a wooden chair"])
+        res = m.compute()
+        assert res and all(torch.isfinite(torch.as_tensor(v)).all() for v in res.values()), res
+        assert list(m.state_dict()) == [], "a CLIP metric keeps its encoder weights out of the state dict"
+        m2 = _reload(m, tmp_path)
+        m2.update(images, ["a ceramic mug", "a wooden chair"])
+        _same(res, m2.compute(), name)
     elif kind == "metric":
         m = registry.build("metric", {"name": name, **tiny})
         V = m.geodesic.shape[0] if hasattr(m, "geodesic") else 50
@@ -166,8 +231,13 @@ def test_contract(kind, name, i, tiny, env, tmp_path):
             _backward(m, _run(kind, m))
             m.eval()
         with torch.no_grad():
-            ref = _run(kind, m)
-            _same(ref, _run(kind, _reload(m, tmp_path)), f"{kind}/{name}")
+            ref = _run(kind, m, step=1)  # the first call at step 1, before and after the reload
+            _same(ref, _run(kind, _reload(m, tmp_path), step=1), f"{kind}/{name}")
+
+
+def _prompt_metric(name: str) -> bool:
+    """Text-to-3D metrics update from (renders, prompts) instead of (pred, target) tensors."""
+    return "prompts" in inspect.signature(registry.lookup("metric", name).update).parameters
 
 
 def _fit_metric(name: str) -> bool:

@@ -37,7 +37,7 @@ import torch
 __all__ = [
     "VIEW_SETS", "VIEW_NAMES", "VIEW_SET_LIGHTS", "VIEW_SET_POINT_RADIUS", "FOV_DEG", "resolve_views", "resolve_lights",
     "views_tensor", "view_cameras", "camera_centers", "opencv_cameras", "camera_numbers",
-    "intrinsics", "project_opencv", "look_at_opencv", "world_to_camera", "framing_pose",
+    "intrinsics", "project_opencv", "look_at_opencv", "world_to_camera", "framing_pose", "look_at_opencv_batch",
 ]
 
 View = tuple[float, float, float, float, float]
@@ -251,3 +251,35 @@ def framing_pose(pts: np.ndarray, az: float, el: float, f: float, half_span: flo
     down = np.cross(fwd, right)
     R = np.stack([right, down, fwd])
     return R, -R @ eye
+
+
+def look_at_opencv_batch(eye: torch.Tensor, target: torch.Tensor | None = None, up: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched :func:`look_at_opencv`: world->camera (R (B, 3, 3), t (B, 3)) of OpenCV cameras at ``eye`` (B, 3).
+
+    ``target`` and ``up`` are (B, 3) or (3,) (default the origin and world +Y); they keep ``eye``'s dtype and
+    device, and the result is differentiable in all three. A camera looking along its ``up`` takes world +Z
+    instead, as the single-camera version does.
+    """
+    eye = torch.as_tensor(eye)
+    if not eye.is_floating_point():
+        eye = eye.float()
+    if eye.ndim != 2 or eye.shape[-1] != 3:
+        raise ValueError(f"look_at_opencv_batch: eye must be (B, 3), got {tuple(eye.shape)}")
+    target = torch.zeros(3) if target is None else torch.as_tensor(target)
+    up = torch.tensor([0.0, 1.0, 0.0]) if up is None else torch.as_tensor(up)
+    target = target.to(eye).expand_as(eye)
+    up = up.to(eye).expand_as(eye)
+    fwd = target - eye
+    n = fwd.norm(dim=-1, keepdim=True)
+    if (n < 1e-9).any():
+        bad = torch.nonzero(n[:, 0] < 1e-9)[:, 0].tolist()
+        raise ValueError(f"look_at_opencv_batch: eye and target coincide for camera(s) {bad}")
+    fwd = fwd / n
+    right = torch.linalg.cross(fwd, up, dim=-1)
+    alt = torch.linalg.cross(fwd, torch.tensor([0.0, 0.0, 1.0]).to(eye).expand_as(eye), dim=-1)
+    right = torch.where(right.norm(dim=-1, keepdim=True) < 1e-6, alt, right)
+    right = right / right.norm(dim=-1, keepdim=True)
+    down = torch.linalg.cross(fwd, right, dim=-1)
+    R = torch.stack([right, down, fwd], dim=-2)
+    return R, -(R @ eye[..., None])[..., 0]
