@@ -12,7 +12,9 @@ per-sample, per-view predictor on the same maps at 1024^2 (target >= 5x); mvloc 
 with cached renders vs. rebuilt ones; tiny InteractVLM: training step zoo vs. plain loop (target <= 1.10),
 the split of a step between the VLM, the localizer's decoder, the lift and the backward pass, and greedy
 generation tokens/s; soft silhouettes at 128^2, cpu_fast vs. pytorch3d per forward+backward step (target
->= 10x; tools/bench_silhouette.py); one hoi_recon fit and PHOSA's per-image time (tools/bench_fitting.py).
+>= 10x; tools/bench_silhouette.py); one hoi_recon fit and PHOSA's per-image time (tools/bench_fitting.py);
+text-to-3D (tools/bench_t2i.py): hash-grid NeRF + volume renderer training rays/s eager vs. torch.compile,
+the activations one 64^2 render saves for backward, one dreamfusion/tiny training step.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import _cli  # noqa: F401
 from bench_fitting import bench_fitting
 from bench_silhouette import bench_silhouette
+from bench_t2i import bench_t2i
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench" / "latest.json"
@@ -429,7 +432,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory():
         root = _data(cache)
         rows = (bench_datamodule(root) + bench_train_step(root) + bench_metrics() + bench_render(cache)
-                + bench_mvloc_step(root, cache) + bench_interactvlm(root) + bench_silhouette() + bench_fitting())
+                + bench_mvloc_step(root, cache) + bench_interactvlm(root) + bench_silhouette() + bench_fitting() + bench_t2i())
     from zoo.core.atomic import atomic_write_text
 
     atomic_write_text(OUT, json.dumps(rows, indent=2) + "\n")

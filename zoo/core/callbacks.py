@@ -74,6 +74,7 @@ class ZooStateCallback(Callback):
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: D102
+        continue_cut_epoch(checkpoint)
         self.history = [dict(r) for r in (checkpoint.get("zoo") or {}).get("history") or []]
         if self.history_path is not None and trainer.is_global_zero:
             atomic_write_text(self.history_path, history_csv(self.history))
@@ -84,6 +85,38 @@ class ZooStateCallback(Callback):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             version, internal, gauss = rng["python"]
             random.setstate((version, tuple(internal), gauss))
+
+
+def continue_cut_epoch(checkpoint: dict) -> bool:
+    """Make a checkpoint written when ``trainer.max_steps`` ended training mid-epoch resume *inside* that epoch.
+
+    Lightning counts an epoch cut short by max_steps as processed, so resuming such a checkpoint with a larger
+    max_steps (continuing a step-based run, e.g. a text-to-3D one) starts the next epoch: the rest of the cut
+    epoch's batches are never drawn and the samplers' epoch is off by one. A checkpoint saved mid-epoch on a
+    signal (StopCheckpoint) has the epoch started but not processed, which Lightning resumes mid-epoch. When the
+    epoch was processed but its last batch never ran, this marks it unprocessed again, so both resume alike; when
+    max_steps fell on the epoch's last batch, it marks the epoch completed, so the next one starts in full.
+    Returns whether the checkpoint was changed (it is changed in place, before Lightning restores its loops)."""
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    ep, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+    if not isinstance(ep, dict) or not isinstance(batches, dict):
+        return False
+    total, current = ep.get("total") or {}, ep.get("current") or {}
+    cut = all(d.get("processed") == d.get("started") and d.get("completed") == d.get("processed", 0) - 1
+              for d in (total, current))
+    if not cut or int((batches.get("current") or {}).get("completed", 0)) == 0:
+        return False
+    if batches.get("is_last_batch", False):
+        # max_steps fell on the epoch's last batch: that epoch is over (its validation ran); start the next one
+        # cleanly, where Lightning would treat the restart as "on epoch end" and then skip a whole epoch
+        for d in (total, current):
+            d["completed"] = d["processed"]
+        batches["current"] = {k: 0 for k in batches["current"]}
+        batches["is_last_batch"] = False
+        return True
+    for d in (total, current):
+        d["processed"] -= 1
+    return True
 
 
 def history_csv(rows: list[dict[str, float]]) -> str:
