@@ -116,6 +116,14 @@ def _volume_renderer(m) -> bool:
 def _run(kind: str, m, step: int = 0):
     """Forward of a model component on fixed inputs (what the contract compares before and after reload). ``step``:
     a guidance's training step (its noise draw is a function of the step and the calls made at it)."""
+    if kind == "pose_prior":
+        if hasattr(m, "build"):  # retrieval priors: built once on the synthetic pose set, then queried by text
+            if not getattr(m, "size", 0):
+                from zoo.data.synthetic.poses import synthetic_pose_set
+
+                m.build(synthetic_pose_set(16, 0)[0], progress=False)
+            return m("sitting on a chair")
+        return m(torch.randn(2, m.hparams.latent_dim, generator=torch.Generator().manual_seed(0)))
     if kind == "field":
         pts = (torch.rand(64, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * float(m.bound)
         out = m(pts)
