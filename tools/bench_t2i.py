@@ -3,8 +3,9 @@
 torch.compile (training rays/s: forward + backward of a 4096-ray batch at 64 samples per ray, threestudio's
 default field size: 16 levels x 2 features, 2^19 table); the activation memory one 64 x 64 training render
 keeps for its backward pass (bytes of the tensors autograd saves, counted with saved_tensors_hooks: the
-device-independent part of peak memory), at 64 samples per ray and with analytic normals; and one
-``dreamfusion/tiny`` training step (render + tiny SD SDS + regularisers + backward + Adam).
+device-independent part of peak memory), at 64 samples per ray and with analytic normals; one
+``dreamfusion/tiny`` training step (render + tiny SD SDS + regularisers + backward + Adam); one ``interfusion/tiny``
+step; an ``interfusion_codebook`` build per 1k poses; body-occupancy queries/s (tools/bench_occupancy.py).
 
 Run: `python tools/bench_t2i.py` (prints the rows); `bench_t2i()` returns them as {name, value, unit, target}
 dicts like tools/bench.py's figures.
@@ -142,9 +143,63 @@ def bench_dreamfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
     return [{"name": "dreamfusion_tiny_train_step_s", "value": sec, "unit": "s/step", "target": None}]
 
 
+def bench_interfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
+    """Seconds per interfusion/tiny training step (four renders and SDS terms, geometry terms, backward, Adam)."""
+    import torch
+
+    from zoo.core import recipe as R
+    from zoo.core import registry
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rec = R.load("interfusion/tiny")
+        system = registry.build("system", rec["system"])
+        system.configure_model()
+        dm = registry.build("datamodule", rec["data"])
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        opt = system.configure_optimizers()
+        opt = opt["optimizer"] if isinstance(opt, dict) else opt
+        system.train()
+
+        def step() -> None:
+            losses, _ = system.step(batch, "train")
+            opt.zero_grad()
+            losses["loss"].backward()
+            opt.step()
+
+        sec = _best(step, steps, warm=2)
+    finally:
+        torch.set_num_threads(prev)
+    return [{"name": "interfusion_tiny_train_step_s", "value": sec, "unit": "s/step", "target": None}]
+
+
+def bench_codebook(n: int = 256, clusters: int = 64, image_size: int = 64) -> list[dict]:
+    """Seconds per 1k poses of an interfusion_codebook build (VPoser encode, K-Means, decode, 4 renders per key
+    pose, CLIP) on the synthetic pose set, tiny VPoser and CLIP, SMPL body."""
+    import torch
+
+    from zoo.core import registry
+    from zoo.data.synthetic.poses import synthetic_pose_set
+
+    torch.manual_seed(0)
+    m = registry.build("pose_prior", {"name": "interfusion_codebook", "vposer": {"name": "vposer", "hidden": 32},
+                                      "clip": {"variant": "tiny"}, "body_model": {"name": "smpl", "synthesize": True},
+                                      "clusters": clusters, "pick": "best", "image_size": image_size})
+    t = time.perf_counter()
+    m.build(synthetic_pose_set(n, 0)[0], progress=False)
+    sec = time.perf_counter() - t
+    return [{"name": f"codebook_build_s_per_1k_poses_{clusters}keys_{image_size}px", "value": sec * 1000 / n,
+             "unit": "s/1k poses", "target": None}]
+
+
 def bench_t2i() -> list[dict]:
     """All text-to-3D rows."""
-    return bench_field_renderer() + bench_render_memory() + bench_dreamfusion_step()
+    from bench_occupancy import bench_occupancy
+
+    return (bench_field_renderer() + bench_render_memory() + bench_dreamfusion_step() + bench_interfusion_step()
+            + bench_codebook() + bench_occupancy())
 
 
 if __name__ == "__main__":
