@@ -28,7 +28,7 @@ demo: install
 	$(PY) tools/demo.py --data $(DATA)
 
 test: install
-	$(PY) -m pytest -q -x -p no:cacheprovider tests
+	$(PY) -m pytest -q -x -n 2 --dist loadfile -p no:cacheprovider tests
 	$(PY) tools/catalog.py docs --check
 
 bench: install

@@ -13,6 +13,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Under pytest-xdist (make test runs two workers on the two cores) each worker keeps torch to one thread: two
+# workers with torch's default of one thread per core would oversubscribe the cores (small steps ~10x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
+
 
 # The shared format checker (`check_formats.py damon|piad|smplx PATH`), beside the repository.
 CHECK_FORMATS = ROOT.parent / "shared" / "tools" / "check_formats.py"

@@ -294,8 +294,7 @@ class InterFusion(System):
                 kw: dict[str, Any] = {"azimuth": batch["azimuth"], "elevation": batch["elevation"], "step": step}
                 if getattr(self.guidance, "takes_batch", False):
                     kw["batch"] = {**batch, **self.view_rays(batch, view, True)}
-                g = self.guidance(out["rgb"].permute(0, 3, 1, 2), self._prompt(view if view != "head" else "head"),
-                                  **kw)
+                g = self.guidance(out["rgb"].permute(0, 3, 1, 2), self._prompt(view), **kw)
                 terms[f"sds_{view}"] = sum(v for k, v in g.items() if k.startswith("loss_"))
             if view in ("object", "human"):
                 if orient_on:
