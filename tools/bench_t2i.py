@@ -112,8 +112,8 @@ def bench_render_memory(size: int = 64, samples: int = 64) -> list[dict]:
     return rows
 
 
-def bench_dreamfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
-    """Seconds per dreamfusion/tiny training step (plain loop: render, guidance, regularisers, backward, Adam)."""
+def _train_step_seconds(recipe: str, threads: int, steps: int) -> float:
+    """Best seconds per training step of ``recipe``'s system in a plain loop (step, backward, optimiser step)."""
     import torch
 
     from zoo.core import recipe as R
@@ -122,38 +122,7 @@ def bench_dreamfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        rec = R.load("dreamfusion/tiny")
-        system = registry.build("system", rec["system"])
-        dm = registry.build("datamodule", rec["data"])
-        dm.setup("fit")
-        batch = next(iter(dm.train_dataloader()))
-        opt = system.configure_optimizers()
-        opt = opt["optimizer"] if isinstance(opt, dict) else opt
-        system.train()
-
-        def step() -> None:
-            losses, _ = system.step(batch, "train")
-            opt.zero_grad()
-            losses["loss"].backward()
-            opt.step()
-
-        sec = _best(step, steps, warm=2)
-    finally:
-        torch.set_num_threads(prev)
-    return [{"name": "dreamfusion_tiny_train_step_s", "value": sec, "unit": "s/step", "target": None}]
-
-
-def bench_interfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
-    """Seconds per interfusion/tiny training step (four renders and SDS terms, geometry terms, backward, Adam)."""
-    import torch
-
-    from zoo.core import recipe as R
-    from zoo.core import registry
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        rec = R.load("interfusion/tiny")
+        rec = R.load(recipe)
         system = registry.build("system", rec["system"])
         system.configure_model()
         dm = registry.build("datamodule", rec["data"])
@@ -169,9 +138,20 @@ def bench_interfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
             losses["loss"].backward()
             opt.step()
 
-        sec = _best(step, steps, warm=2)
+        return _best(step, steps, warm=2)
     finally:
         torch.set_num_threads(prev)
+
+
+def bench_dreamfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
+    """Seconds per dreamfusion/tiny training step (render, guidance, regularisers, backward, Adam)."""
+    sec = _train_step_seconds("dreamfusion/tiny", threads, steps)
+    return [{"name": "dreamfusion_tiny_train_step_s", "value": sec, "unit": "s/step", "target": None}]
+
+
+def bench_interfusion_step(threads: int = 2, steps: int = 5) -> list[dict]:
+    """Seconds per interfusion/tiny training step (four renders and SDS terms, geometry terms, backward, Adam)."""
+    sec = _train_step_seconds("interfusion/tiny", threads, steps)
     return [{"name": "interfusion_tiny_train_step_s", "value": sec, "unit": "s/step", "target": None}]
 
 

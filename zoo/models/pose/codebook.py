@@ -367,21 +367,10 @@ class RenderRetrieval(Pretrained, PosePrior, L.LightningModule):
     def judge_scores(self, interaction: str, candidates: list[tuple[int, float]]) -> list[float]:
         """Per candidate, the judge VLM's log-probability of answering "yes" (and ending its turn) to
         :data:`JUDGE_QUESTION` about the candidate's 2x2 render grid."""
-        vlm = self.judge
+        from zoo.models.vlm.base import answer_logprob
+
         question = JUDGE_QUESTION.format(interaction=interaction.strip())
-        scores = []
-        with torch.no_grad():
-            for i, _ in candidates:
-                inputs = vlm.build_inputs([self.renders(i)], [question], answers=["yes"])
-                logits = vlm(inputs)["logits"].float()
-                labels = inputs["labels"].to(logits.device)
-                # Token t is predicted by the logits at t - 1; sum over the labelled (answer) positions.
-                logp = logits[:, :-1].log_softmax(-1)
-                tgt = labels[:, 1:]
-                mask = tgt != -100
-                picked = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]
-                scores.append(float((picked * mask).sum()))
-        return scores
+        return [answer_logprob(self.judge, self.renders(i), question) for i, _ in candidates]
 
     def pick(self, interaction: str, candidates: list[tuple[int, float]] | None = None) -> int:
         """The key pose index chosen among ``candidates`` (default: :meth:`retrieve`) by ``pick``."""

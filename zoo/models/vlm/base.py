@@ -33,7 +33,8 @@ import torch
 
 from zoo.core.interfaces import VLM
 
-__all__ = ["BaseVLM", "Generation", "DEFAULT_TOKENS", "LORA_DEFAULTS", "IGNORE_INDEX", "model_dir_digest"]
+__all__ = ["BaseVLM", "Generation", "DEFAULT_TOKENS", "LORA_DEFAULTS", "IGNORE_INDEX", "model_dir_digest",
+           "answer_logprob"]
 
 DEFAULT_TOKENS = ("[HCON]", "[OCON]")
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -456,6 +457,23 @@ class BaseVLM(VLM, L.LightningModule):
     def _refresh_extras(self, inputs: dict) -> dict:
         """Recompute family extras that depend on input_ids after tokens were appended."""
         return inputs
+
+
+def answer_logprob(vlm: Any, image: Any, question: str, answer: str = "yes") -> float:
+    """The VLM's log-probability of ``answer`` (its labelled tokens, end of turn included) to ``question`` about
+    ``image``: a forced-choice judge scores each candidate this way and takes the argmax."""
+    import torch
+
+    with torch.no_grad():
+        inputs = vlm.build_inputs([image], [question], answers=[answer])
+        logits = vlm(inputs)["logits"].float()
+        labels = inputs["labels"].to(logits.device)
+        # token t is predicted by the logits at t - 1; sum over the labelled (answer) positions
+        logp = logits[:, :-1].log_softmax(-1)
+        tgt = labels[:, 1:]
+        mask = tgt != IGNORE_INDEX
+        picked = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]
+        return float((picked * mask).sum())
 
 
 def _to_pil(image: Any):
