@@ -97,6 +97,22 @@ class Shading:
             return "albedo"
         return "textureless" if rng.random() < self.textureless_prob else "diffuse"
 
+    def apply(self, out: dict, rays: dict, shading: str) -> dict:
+        """Shade a render in place (deferred: the ray's composited albedo and normal, the light at the rays'
+        ``light_position``): ``diffuse`` albedo x (ambient + diffuse max(n . l, 0)), ``textureless`` the same with
+        white albedo, ``albedo`` unchanged. The background keeps its colour."""
+        if shading == "albedo":
+            return out
+        bg = out["background"] * (1 - out["opacity"])
+        albedo = out["rgb"] - bg
+        pts = rays["rays_o"] + rays["rays_d"] * (out["depth"] / out["opacity"].clamp_min(1e-6))
+        light = rays["light_position"][:, None, None, :].to(pts)
+        n = F.normalize(out["normal"], dim=-1)
+        lam = (n * F.normalize(light - pts, dim=-1)).sum(-1, keepdim=True).clamp_min(0.0)
+        shade = self.ambient + self.diffuse * lam
+        out["rgb"] = (albedo if shading == "diffuse" else out["opacity"]) * shade + bg
+        return out
+
 
 def orientation_loss(weights: torch.Tensor, sample_normal: torch.Tensor, dirs: torch.Tensor,
                      opacity: torch.Tensor) -> torch.Tensor:
@@ -222,16 +238,7 @@ class DreamFusion(System):
         if with_normal is None:
             with_normal = shading != "albedo"
         out = self.renderer(self.field, batch["rays_o"], batch["rays_d"], with_normal=with_normal, generator=generator)
-        if shading != "albedo":
-            bg = out["background"] * (1 - out["opacity"])
-            albedo = out["rgb"] - bg
-            pts = batch["rays_o"] + batch["rays_d"] * (out["depth"] / out["opacity"].clamp_min(1e-6))
-            light = batch["light_position"][:, None, None, :].to(pts)
-            n = F.normalize(out["normal"], dim=-1)
-            lam = (n * F.normalize(light - pts, dim=-1)).sum(-1, keepdim=True).clamp_min(0.0)
-            shade = self.shading.ambient + self.shading.diffuse * lam
-            out["rgb"] = (albedo if shading == "diffuse" else out["opacity"]) * shade + bg
-        return out
+        return self.shading.apply(out, batch, shading)
 
     def _check_finite(self, name: str, value: torch.Tensor, step: int, what: str = "loss term") -> None:
         if not torch.isfinite(value).all():

@@ -256,15 +256,8 @@ class InterFusion(System):
         else:
             field = self.object_field if view == "object" else self.human_field
             out = self.renderer(field, rays["rays_o"], rays["rays_d"], with_normal=need_normal, generator=generator)
-        if shading != "albedo" and "light_position" in rays:
-            bg = out["background"] * (1 - out["opacity"])
-            albedo = out["rgb"] - bg
-            pts = rays["rays_o"] + rays["rays_d"] * (out["depth"] / out["opacity"].clamp_min(1e-6))
-            light = rays["light_position"][:, None, None, :].to(pts)
-            n = F.normalize(out["normal"], dim=-1)
-            lam = (n * F.normalize(light - pts, dim=-1)).sum(-1, keepdim=True).clamp_min(0.0)
-            shade = self.shading.ambient + self.shading.diffuse * lam
-            out["rgb"] = (albedo if shading == "diffuse" else out["opacity"]) * shade + bg
+        if "light_position" in rays:
+            self.shading.apply(out, rays, shading)
         return out
 
     def _finite(self, name: str, value: torch.Tensor, step: int, what: str = "loss term") -> None:
